@@ -1,0 +1,3 @@
+export * from "./errors.ts";
+export * from "./invocation-scope.ts";
+export * from "./logger.ts";

@@ -1,0 +1,2 @@
+export * from "./mysql-admin.ts";
+export * from "./mysql-server.ts";
