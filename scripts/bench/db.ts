@@ -1,0 +1,192 @@
+// DB: one indexed SELECT per invocation against the throwaway MySQL on loopback. Two comparisons, because their
+// invocations differ tenfold in cost: a connection per invocation (connect + auth + query + close), and a warm
+// connection per invocation (pool acquire + query + release). Every contender is a middy handler.
+import middy from "@middy/core";
+import mysql from "mysql2/promise";
+import serverlessMysql from "serverless-mysql";
+import { benchEvent, lambdaContext } from "./lambda.ts";
+import type { MysqlModule } from "./middlewares.ts";
+import type { DbPeer } from "./peers.ts";
+import { type ComparisonResult, type Contender, runComparison, teardownAll } from "./runner.ts";
+import { type Mode, pace } from "./settings.ts";
+
+const SQL = "SELECT id, customer, total FROM orders WHERE id = ?";
+const POOL_SIZE = 4;
+
+export const NAMES = {
+	scoped: "mysqlConnection scoped (middy)",
+	rawConnect: "mysql2 createConnection + query + end (middy)",
+	pool: "mysqlConnection pool (middy)",
+	rawPool: "mysql2 pool getConnection + query + release (middy)",
+	rawPoolReset: "mysql2 pool + reset() before release (middy)",
+	serverlessMysql: "serverless-mysql query + end (middy)",
+	moduleConnection: "module-level connection, query only (middy)",
+} as const;
+
+const checkRows = (rows: unknown, what: string) => {
+	if (!Array.isArray(rows) || rows.length !== 1) throw new Error(`${what}: expected one row`);
+	return rows[0];
+};
+
+type Config = DbPeer["config"];
+
+const connectContenders = (config: Config, module: MysqlModule | undefined): Contender[] => {
+	const contenders: Contender[] = [];
+	if (module) {
+		const handler = middy()
+			.use(module.mysqlConnection({ config, mode: "scoped" }))
+			.handler(async (_event: unknown, context) => {
+				const [rows] = await context.db.query(SQL, [benchEvent.id]);
+				return checkRows(rows, NAMES.scoped);
+			});
+		contenders.push({
+			name: NAMES.scoped,
+			note: "`context.db.query()`: a connection opened on first use and closed before the invocation returns",
+			invoke: () => handler(benchEvent, lambdaContext()),
+		});
+	}
+	const rawHandler = middy(async () => {
+		const connection = await mysql.createConnection(config);
+		try {
+			const [rows] = await connection.query(SQL, [benchEvent.id]);
+			return checkRows(rows, NAMES.rawConnect);
+		} finally {
+			await connection.end();
+		}
+	});
+	contenders.push({
+		name: NAMES.rawConnect,
+		note: "the hand-written safe pattern, seed 003: connect in the handler, `end()` in `finally`",
+		invoke: () => rawHandler(benchEvent, lambdaContext()),
+	});
+	return contenders;
+};
+
+const warmContenders = async (config: Config, module: MysqlModule | undefined): Promise<Contender[]> => {
+	const contenders: Contender[] = [];
+	if (module) {
+		const handler = middy()
+			.use(module.mysqlConnection({ config: { ...config, connectionLimit: POOL_SIZE }, mode: "pool" }))
+			.handler(async (_event: unknown, context) => {
+				const [rows] = await context.db.query(SQL, [benchEvent.id]);
+				return checkRows(rows, NAMES.pool);
+			});
+		contenders.push({
+			name: NAMES.pool,
+			note: "`context.db.query()` on a connection acquired from a warm pool, reset and released at the end",
+			invoke: () => handler(benchEvent, lambdaContext()),
+		});
+	}
+
+	const pool = mysql.createPool({ ...config, connectionLimit: POOL_SIZE });
+	const rawPoolHandler = middy(async () => {
+		const connection = await pool.getConnection();
+		try {
+			const [rows] = await connection.query(SQL, [benchEvent.id]);
+			return checkRows(rows, NAMES.rawPool);
+		} finally {
+			connection.release();
+		}
+	});
+	contenders.push({
+		name: NAMES.rawPool,
+		note: "module-scope `createPool()`; the next invocation inherits any session state (unsafe, but the floor for a pool)",
+		invoke: () => rawPoolHandler(benchEvent, lambdaContext()),
+		teardown: () => pool.end(),
+	});
+
+	const resetPool = mysql.createPool({ ...config, connectionLimit: POOL_SIZE });
+	const resetHandler = middy(async () => {
+		const connection = await resetPool.getConnection();
+		try {
+			const [rows] = await connection.query(SQL, [benchEvent.id]);
+			return checkRows(rows, NAMES.rawPoolReset);
+		} finally {
+			// COM_RESET_CONNECTION: the round trip that makes a pooled connection safe to hand to the next invocation.
+			await connection.reset();
+			connection.release();
+		}
+	});
+	contenders.push({
+		name: NAMES.rawPoolReset,
+		note: "the raw pool plus the `reset()` round trip pool mode needs for isolation (not a goal; explains one)",
+		invoke: () => resetHandler(benchEvent, lambdaContext()),
+		teardown: () => resetPool.end(),
+	});
+
+	const sls = serverlessMysql({ config });
+	const slsHandler = middy(async () => {
+		const rows = await sls.query(SQL, [benchEvent.id]);
+		await sls.end();
+		return checkRows(rows, NAMES.serverlessMysql);
+	});
+	contenders.push({
+		name: NAMES.serverlessMysql,
+		note: "defaults: `end()` checks max/used connections (processlist queries) on every invocation",
+		invoke: () => slsHandler(benchEvent, lambdaContext()),
+		teardown: () => sls.quit(),
+	});
+
+	const moduleConnection = await mysql.createConnection(config);
+	const moduleHandler = middy(async () => {
+		const [rows] = await moduleConnection.query(SQL, [benchEvent.id]);
+		return checkRows(rows, NAMES.moduleConnection);
+	});
+	contenders.push({
+		name: NAMES.moduleConnection,
+		note: "one connection for the environment's life: the stale-snapshot bug of seed 003, and the floor",
+		invoke: () => moduleHandler(benchEvent, lambdaContext()),
+		teardown: () => moduleConnection.end(),
+	});
+	return contenders;
+};
+
+export const runDbGroup = async (
+	mode: Mode,
+	db: DbPeer,
+	module: MysqlModule | undefined,
+): Promise<ComparisonResult[]> => {
+	const results: ComparisonResult[] = [];
+
+	mode.log("DB, a connection per invocation");
+	const connect = connectContenders(db.config, module);
+	try {
+		results.push(
+			await runComparison(
+				{
+					id: "db-connect",
+					title: "DB, a new connection per invocation",
+					description: "Connect, authenticate, one indexed SELECT, close. The reference is raw mysql2.",
+					reference: NAMES.rawConnect,
+					contenders: connect,
+					...pace(mode, { budgetMs: 20_000, batch: 10 }),
+				},
+				mode.log,
+			),
+		);
+	} finally {
+		await teardownAll(connect);
+	}
+
+	mode.log("DB, a warm connection per invocation");
+	const warm = await warmContenders(db.config, module);
+	try {
+		results.push(
+			await runComparison(
+				{
+					id: "db-warm",
+					title: "DB, a warm connection per invocation",
+					description:
+						"One indexed SELECT on a connection that already exists. The reference is the raw mysql2 pool.",
+					reference: NAMES.rawPool,
+					contenders: warm,
+					...pace(mode, { budgetMs: 20_000, batch: 20 }),
+				},
+				mode.log,
+			),
+		);
+	} finally {
+		await teardownAll(warm);
+	}
+	return results;
+};
