@@ -1,0 +1,468 @@
+// `context.http`: a Dispatcher that lives for one invocation and forwards to the shared one.
+//
+// The shared dispatcher (a pool of keep-alive connections) outlives invocations; what an invocation leaves open
+// on it must not. Each request dispatched through `context.http` is wrapped in a TrackedRequest, so that when
+// the invocation ends its leftovers can be dealt with before Lambda freezes the process:
+// - a response whose body was left unread holds its connection (a pool of one stalls). A small remainder is read
+//   and discarded, so that the socket goes back to the pool; a large one is aborted (the socket is closed);
+// - a request still waiting for its response is aborted, or it would hang across the freeze and be answered
+//   (or fail) in some later invocation;
+// - in both cases the caller's side (the body stream, the pending promise) fails with a clear error instead of
+//   hanging.
+// The caller never gets undici's controller itself: it gets a guard that forwards to it until the request is
+// taken over, so that destroying the caller's body stream (which aborts the controller) cannot turn a dump
+// into a closed socket.
+import type { Duplex } from "node:stream";
+import { Dispatcher, Dispatcher1Wrapper } from "undici";
+import { errorCodes, httpPoolError } from "./errors.ts";
+import { translateNetworkError, type WireState } from "./retry.ts";
+import { type HttpPoolStats, kAttribution, type RequestAttribution } from "./telemetry.ts";
+
+type DispatchHandler = Dispatcher.DispatchHandler;
+type DispatchController = Dispatcher.DispatchController;
+type DispatchOptions = Dispatcher.DispatchOptions;
+type IncomingHttpHeaders = Parameters<NonNullable<DispatchHandler["onResponseStart"]>>[2];
+
+/** Bodies with at most this much left to read are drained at the end of the invocation; larger ones are aborted. */
+export const dumpMaxBytes = 256 * 1024;
+
+/** The controller the caller's handler sees: undici's, until the request is taken over at the invocation's end. */
+class GuardedController implements DispatchController {
+	inner: DispatchController;
+	detached = false;
+
+	constructor(inner: DispatchController) {
+		this.inner = inner;
+	}
+
+	get aborted() {
+		return this.inner.aborted;
+	}
+	get paused() {
+		return this.inner.paused;
+	}
+	get reason() {
+		return this.inner.reason;
+	}
+	get rawHeaders(): DispatchController["rawHeaders"] {
+		return this.inner.rawHeaders;
+	}
+	set rawHeaders(value: DispatchController["rawHeaders"]) {
+		this.inner.rawHeaders = value;
+	}
+	get rawTrailers(): DispatchController["rawTrailers"] {
+		return this.inner.rawTrailers;
+	}
+	set rawTrailers(value: DispatchController["rawTrailers"]) {
+		this.inner.rawTrailers = value;
+	}
+	abort(reason: Error) {
+		if (!this.detached) this.inner.abort(reason);
+	}
+	pause() {
+		if (!this.detached) this.inner.pause();
+	}
+	resume() {
+		if (!this.detached) this.inner.resume();
+	}
+}
+
+type Phase = "waiting" | "streaming" | "done";
+
+/** One request of the invocation, between the caller's handler and the shared dispatcher. */
+export class TrackedRequest implements DispatchHandler, RequestAttribution, WireState {
+	readonly #handler: DispatchHandler;
+	readonly #opts: DispatchOptions;
+	readonly #tracker: RequestTracker;
+	#guard: GuardedController | undefined;
+	#phase: Phase = "waiting";
+	/** Set when the request was aborted before undici handed it a controller: abort it as soon as it does. */
+	#pendingAbort: Error | undefined;
+	/** The caller's handler has had its final callback (from us); what undici sends from now on is ours. */
+	#detached = false;
+	/** Bytes discarded since the end of the invocation took the body over. */
+	#dumped: number | undefined;
+	#contentLength: number | undefined;
+	#received = 0;
+	#settled: Promise<void>;
+	#resolveSettled!: () => void;
+	attributed = false;
+	headersWritten = false;
+	/** What the end of the invocation did with it, if it was still open then. */
+	leftover: "dumped" | "aborted" | undefined;
+
+	constructor(handler: DispatchHandler, opts: DispatchOptions, tracker: RequestTracker) {
+		this.#handler = handler;
+		this.#opts = opts;
+		this.#tracker = tracker;
+		this.#settled = new Promise((resolve) => {
+			this.#resolveSettled = resolve;
+		});
+	}
+
+	/** Resolves when undici is done with the request (completed, failed or aborted). */
+	get settled(): Promise<void> {
+		return this.#settled;
+	}
+
+	get phase(): Phase {
+		return this.#phase;
+	}
+
+	// RequestAttribution (telemetry.ts)
+	onAttempt() {
+		this.attributed = true;
+	}
+	onSent(newConnection: boolean) {
+		this.headersWritten = true;
+		this.#tracker.countSent(newConnection);
+	}
+
+	#controllerFor(controller: DispatchController): GuardedController {
+		if (this.#guard) this.#guard.inner = controller;
+		else this.#guard = new GuardedController(controller);
+		return this.#guard;
+	}
+
+	#finish() {
+		if (this.#phase === "done") return;
+		this.#phase = "done";
+		this.#tracker.untrack(this);
+		this.#resolveSettled();
+	}
+
+	// DispatchHandler: called by undici (through the retry interceptor), forwarded to the caller's handler.
+	onRequestStart(controller: DispatchController, context: unknown) {
+		const guard = this.#controllerFor(controller);
+		if (this.#pendingAbort) {
+			controller.abort(this.#pendingAbort);
+			return;
+		}
+		if (!this.#detached) this.#handler.onRequestStart?.(guard, context);
+	}
+
+	onRequestUpgrade(
+		controller: DispatchController,
+		statusCode: number,
+		headers: IncomingHttpHeaders,
+		socket: Duplex,
+	) {
+		// The socket now belongs to the caller, outside the pool.
+		const detached = this.#detached;
+		this.#finish();
+		if (!detached)
+			this.#handler.onRequestUpgrade?.(this.#controllerFor(controller), statusCode, headers, socket);
+	}
+
+	onResponseStarted() {
+		if (!this.#detached) this.#handler.onResponseStarted?.();
+	}
+
+	onResponseStart(
+		controller: DispatchController,
+		statusCode: number,
+		headers: IncomingHttpHeaders,
+		statusMessage?: string,
+	) {
+		const guard = this.#controllerFor(controller);
+		if (statusCode >= 200) {
+			this.#phase = "streaming";
+			const length = Number(headers["content-length"]);
+			this.#contentLength = Number.isFinite(length) && length >= 0 ? length : undefined;
+		}
+		if (!this.#detached) this.#handler.onResponseStart?.(guard, statusCode, headers, statusMessage);
+	}
+
+	onResponseData(controller: DispatchController, chunk: Buffer) {
+		this.#received += chunk.length;
+		if (this.#dumped !== undefined) {
+			this.#dumped += chunk.length;
+			if (this.#dumped > dumpMaxBytes) {
+				controller.abort(this.#endError("its unread body was larger than could be discarded"));
+			}
+			return;
+		}
+		if (!this.#detached) this.#handler.onResponseData?.(this.#controllerFor(controller), chunk);
+	}
+
+	onResponseEnd(controller: DispatchController, trailers: IncomingHttpHeaders) {
+		const detached = this.#detached;
+		this.#finish();
+		if (!detached) this.#handler.onResponseEnd?.(this.#controllerFor(controller), trailers);
+	}
+
+	onResponseError(controller: DispatchController | null, error: Error) {
+		const detached = this.#detached;
+		const responseStarted = this.#phase === "streaming";
+		this.#detached = true;
+		this.#finish();
+		if (detached) return;
+		// After the first response byte an error is the body's; before it, a network error may need a clearer
+		// message about whether the request reached the server.
+		const translated = responseStarted ? error : translateNetworkError(error, this.#opts, this);
+		this.#handler.onResponseError?.(
+			controller ? this.#controllerFor(controller) : (null as unknown as DispatchController),
+			translated,
+		);
+	}
+
+	onBodySent(chunk: Buffer) {
+		if (!this.#detached) (this.#handler as { onBodySent?: (chunk: Buffer) => void }).onBodySent?.(chunk);
+	}
+
+	onRequestSent() {
+		if (!this.#detached) this.#handler.onRequestSent?.();
+	}
+
+	/** Fails the caller's side now, and lets what undici sends later come to us only. */
+	#detach(reason: Error) {
+		if (this.#detached) return;
+		this.#detached = true;
+		if (this.#guard) this.#guard.detached = true;
+		try {
+			this.#handler.onResponseError?.(this.#guard as DispatchController, reason);
+		} catch {
+			// the caller's handler failing on its own error is not ours to report
+		}
+	}
+
+	#endError(why: string, code: (typeof errorCodes)[keyof typeof errorCodes] = errorCodes.invocationEnded) {
+		return httpPoolError(
+			`${this.#opts.method} ${this.#opts.origin ?? ""}${this.#opts.path} was ${why}, when the invocation ended`,
+			code,
+		);
+	}
+
+	/** Aborts the request: its socket is closed, and the caller's promise or body stream fails with `reason`. */
+	abort(reason: Error): void {
+		if (this.#phase === "done") return;
+		const guard = this.#guard;
+		this.#detach(reason);
+		// Still queued in the pool, undici has not handed out a controller yet: it is aborted as soon as it does.
+		if (guard) guard.inner.abort(reason);
+		else this.#pendingAbort = reason;
+		// For the invocation the request is over now, whatever undici still reports (to us only: detached).
+		this.#finish();
+	}
+
+	/**
+	 * At the end of the invocation: a body being received is drained (if small) so that the connection is
+	 * reused, or aborted; a request with no response yet is aborted. `settled` tells when a drain is over.
+	 */
+	cleanUp(reason: Error): "dumped" | "aborted" | undefined {
+		if (this.#phase === "done") return undefined;
+		const remaining = this.#contentLength === undefined ? undefined : this.#contentLength - this.#received;
+		if (
+			this.#phase === "streaming" &&
+			this.#guard &&
+			(remaining === undefined || remaining <= dumpMaxBytes)
+		) {
+			this.#dumped = 0;
+			this.#detach(reason);
+			// The caller's stream may have paused the connection (backpressure): it has no reader any more.
+			this.#guard.inner.resume();
+			this.leftover = "dumped";
+		} else {
+			this.abort(reason);
+			this.leftover = "aborted";
+		}
+		return this.leftover;
+	}
+}
+
+/** The requests an invocation has open, and its counters. */
+export class RequestTracker {
+	readonly #open = new Set<TrackedRequest>();
+	readonly #stats: HttpPoolStats;
+	/** Why new requests are refused, once the invocation has ended. */
+	#closedBecause: Error | undefined;
+
+	constructor(stats: HttpPoolStats) {
+		this.#stats = stats;
+	}
+
+	get size(): number {
+		return this.#open.size;
+	}
+
+	track(handler: DispatchHandler, opts: DispatchOptions): TrackedRequest {
+		if (this.#closedBecause) throw this.#closedBecause;
+		const tracked = new TrackedRequest(handler, opts, this);
+		this.#open.add(tracked);
+		return tracked;
+	}
+
+	untrack(tracked: TrackedRequest) {
+		this.#open.delete(tracked);
+	}
+
+	countSent(newConnection: boolean) {
+		this.#stats.requests++;
+		if (newConnection) this.#stats.connectionsOpened++;
+		else this.#stats.connectionsReused++;
+	}
+
+	/** Refuses requests from now on (a leaked promise of this invocation, running in a later one). */
+	close(reason: Error) {
+		this.#closedBecause ??= reason;
+	}
+
+	/** Waits until every request open now has settled. */
+	async settled(): Promise<void> {
+		await Promise.all([...this.#open].map((tracked) => tracked.settled));
+	}
+
+	/** Aborts every open request at once (early timeout, deadline, destroy). */
+	abortAll(reason: Error): number {
+		let aborted = 0;
+		for (const tracked of [...this.#open]) {
+			if (tracked.phase === "done") continue;
+			tracked.abort(reason);
+			aborted++;
+		}
+		this.#stats.leftovers.aborted += aborted;
+		return aborted;
+	}
+
+	/**
+	 * Deals with what the invocation left open: small unread bodies are drained so their connections go back to
+	 * the pool, everything else is aborted. Waits at most `waitMs` for the drains, then aborts what is left.
+	 * Returns how many requests were still waiting for a response (the caller logs them).
+	 */
+	async cleanUp(reason: Error, waitMs: number): Promise<{ waiting: number }> {
+		const open = [...this.#open];
+		if (open.length === 0) return { waiting: 0 };
+		let waiting = 0;
+		for (const tracked of open) {
+			if (tracked.phase === "waiting") waiting++;
+			const outcome = tracked.cleanUp(reason);
+			if (outcome) this.#stats.leftovers[outcome]++;
+		}
+		const drains = open.map((tracked) => tracked.settled);
+		if (waitMs > 0) {
+			let timer: NodeJS.Timeout | undefined;
+			await Promise.race([
+				Promise.all(drains),
+				new Promise((resolve) => {
+					timer = setTimeout(resolve, waitMs);
+				}),
+			]);
+			clearTimeout(timer);
+		}
+		// A drain that could not finish in time closes its socket instead: nothing may outlive the invocation.
+		for (const tracked of open) {
+			if (tracked.phase === "done") continue;
+			tracked.abort(reason);
+			if (tracked.leftover === "dumped") {
+				this.#stats.leftovers.dumped--;
+				this.#stats.leftovers.aborted++;
+			}
+		}
+		return { waiting };
+	}
+}
+
+/** Wraps handlers written for undici ≤ 7 (`onConnect`, `onHeaders`...), such as those of Node's own fetch. */
+const asCurrentHandler = (handler: DispatchHandler): { handler: DispatchHandler; legacy: boolean } => {
+	if (typeof handler?.onRequestStart === "function") return { handler, legacy: false };
+	const wrapper = Dispatcher1Wrapper as unknown as { wrapHandler(handler: unknown): DispatchHandler };
+	return { handler: wrapper.wrapHandler(handler), legacy: true };
+};
+
+/**
+ * The per-invocation dispatcher behind `context.http`. Works with `context.http.request(...)`, and with
+ * `undici.request(url, { dispatcher })` and `fetch(url, { dispatcher })`. It never closes the shared pool:
+ * `close()` waits for this invocation's requests, `destroy()` aborts them.
+ */
+export class InvocationDispatcher extends Dispatcher {
+	readonly #shared: Dispatcher;
+	readonly #origin: string | undefined;
+	readonly #tracker: RequestTracker;
+	readonly #statsNow: () => HttpPoolStats;
+
+	constructor(
+		shared: Dispatcher,
+		origin: string | undefined,
+		tracker: RequestTracker,
+		statsNow: () => HttpPoolStats,
+	) {
+		super();
+		this.#shared = shared;
+		this.#origin = origin;
+		this.#tracker = tracker;
+		this.#statsNow = statsNow;
+	}
+
+	/** This invocation's counters so far (connections opened and reused, requests, background tasks). */
+	get invocationStats(): HttpPoolStats {
+		return this.#statsNow();
+	}
+
+	override dispatch(opts: DispatchOptions, handler: DispatchHandler): boolean {
+		const { handler: current, legacy } = asCurrentHandler(handler);
+		let tracked: TrackedRequest | undefined;
+		try {
+			const forwarded: DispatchOptions & Record<symbol, unknown> = { ...opts, origin: this.#originFor(opts) };
+			// undici ≤ 7 consumers cannot read HTTP/2 responses (Dispatcher1Wrapper does the same).
+			if (legacy) (forwarded as { allowH2?: boolean }).allowH2 = false;
+			tracked = this.#tracker.track(current, forwarded);
+			forwarded[kAttribution] = tracked;
+			return this.#shared.dispatch(forwarded, tracked);
+		} catch (error) {
+			if (tracked) {
+				tracked.onResponseError(null, error as Error);
+				return false;
+			}
+			if (typeof current.onResponseError !== "function") throw error;
+			current.onResponseError(null as unknown as DispatchController, error as Error);
+			return false;
+		}
+	}
+
+	#originFor(opts: DispatchOptions): string | URL {
+		const given = opts.origin;
+		if (given === undefined || given === null || given === "") {
+			if (this.#origin) return this.#origin;
+			throw httpPoolError(
+				"The request has no origin: give one (undici.request(url), { origin, path }) or set httpPool({ origin })",
+				errorCodes.originRequired,
+			);
+		}
+		if (this.#origin && String(given) !== this.#origin && new URL(String(given)).origin !== this.#origin) {
+			throw httpPoolError(
+				`This context.http sends to ${this.#origin} only, not ${new URL(String(given)).origin}; use another httpPool() (contextKey) for it`,
+				errorCodes.originMismatch,
+			);
+		}
+		return given;
+	}
+
+	/** Waits for this invocation's open requests to settle. The shared pool stays open. */
+	override close(): Promise<void>;
+	override close(callback: () => void): void;
+	override close(callback?: () => void): Promise<void> | void {
+		const settled = this.#tracker.settled();
+		if (!callback) return settled;
+		settled.then(callback, callback);
+	}
+
+	/** Aborts this invocation's open requests. The shared pool stays open. */
+	override destroy(): Promise<void>;
+	override destroy(err: Error | null): Promise<void>;
+	override destroy(callback: () => void): void;
+	override destroy(err: Error | null, callback: () => void): void;
+	override destroy(errOrCallback?: Error | null | (() => void), callback?: () => void): Promise<void> | void {
+		const err = typeof errOrCallback === "function" ? null : errOrCallback;
+		const done = typeof errOrCallback === "function" ? errOrCallback : callback;
+		this.#tracker.abortAll(
+			err ??
+				httpPoolError(
+					"context.http.destroy() aborted this invocation's requests",
+					errorCodes.invocationEnded,
+				),
+		);
+		const settled = this.#tracker.settled();
+		if (!done) return settled;
+		settled.then(done, done);
+	}
+}

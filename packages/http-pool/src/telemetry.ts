@@ -1,0 +1,94 @@
+// Per-invocation connection counters, from undici's diagnostics channels.
+//
+// undici publishes `undici:client:connected` when a socket is opened and `undici:client:sendHeaders` each time a
+// request is written to a socket. A request written on a socket that has carried nothing before opened that
+// connection; any other request reused one. What the channels do not say is which invocation a request belongs
+// to, and invocations may run concurrently in one process (Lambda Managed Instances), so no module-level counter
+// can hold the answer. The attribution travels with the request instead:
+// 1. the per-invocation dispatcher puts the request's record in the dispatch options (a symbol key, which the
+//    retry interceptor and ordinary interceptors copy along with the other options);
+// 2. the innermost interceptor, next to the pool, runs the pool's dispatch inside an AsyncLocalStorage holding
+//    that record. undici builds its internal Request synchronously inside that dispatch, or later from its pool
+//    queue inside the async context captured when the request was queued, so `undici:request:create` sees the
+//    record and pins it on the Request object;
+// 3. `undici:client:sendHeaders` hands over that Request and its socket.
+// The state kept here is about sockets and undici's Request objects (symbol properties on them, collected with
+// them), never about an invocation.
+import { AsyncLocalStorage } from "node:async_hooks";
+import diagnosticsChannel from "node:diagnostics_channel";
+import type { Dispatcher } from "undici";
+
+export interface HttpPoolStats {
+	/** Requests of this invocation that had to open a new connection (TCP, and TLS for https). */
+	connectionsOpened: number;
+	/** Requests of this invocation sent on a connection that was already open. */
+	connectionsReused: number;
+	/** Requests written to a socket, retries included. */
+	requests: number;
+	/** What the end of the invocation found still open: bodies read to their end and discarded, requests aborted. */
+	leftovers: { dumped: number; aborted: number };
+	/** `context.waitUntil` tasks, by how they ended. */
+	background: { finished: number; failed: number; aborted: number };
+}
+
+export const emptyStats = (): HttpPoolStats => ({
+	connectionsOpened: 0,
+	connectionsReused: 0,
+	requests: 0,
+	leftovers: { dumped: 0, aborted: 0 },
+	background: { finished: 0, failed: 0, aborted: 0 },
+});
+
+/** What a request reports to as undici works on it: one record per request, shared by its retries. */
+export interface RequestAttribution {
+	/** undici created a Request (an attempt) for it. */
+	onAttempt(): void;
+	/** An attempt's headers are about to be written to a socket, new or reused. */
+	onSent(newConnection: boolean): void;
+}
+
+/** Dispatch option key carrying the request's record down to the pool. */
+export const kAttribution = Symbol("@middy-conn/http-pool/attribution");
+/** On undici's internal Request: the record of the request it is an attempt of. */
+const kOwner = Symbol("@middy-conn/http-pool/owner");
+/** On a socket: connected, and nothing written on it yet. */
+const kFresh = Symbol("@middy-conn/http-pool/fresh");
+
+const creating = new AsyncLocalStorage<RequestAttribution | undefined>();
+
+type Tagged = Record<symbol, unknown>;
+
+let subscribed = false;
+
+/** Subscribes to undici's channels, once per process. */
+export const subscribeTelemetry = (): void => {
+	if (subscribed) return;
+	subscribed = true;
+	diagnosticsChannel.subscribe("undici:request:create", (message) => {
+		const attribution = creating.getStore();
+		if (!attribution) return;
+		((message as { request: object }).request as Tagged)[kOwner] = attribution;
+		attribution.onAttempt();
+	});
+	diagnosticsChannel.subscribe("undici:client:connected", (message) => {
+		const { socket } = message as { socket?: object };
+		if (socket) (socket as Tagged)[kFresh] = true;
+	});
+	diagnosticsChannel.subscribe("undici:client:sendHeaders", (message) => {
+		const { request, socket } = message as { request: object; socket?: object };
+		const fresh = socket !== undefined && (socket as Tagged)[kFresh] === true;
+		if (fresh) (socket as Tagged)[kFresh] = false;
+		((request as Tagged)[kOwner] as RequestAttribution | undefined)?.onSent(fresh);
+	});
+};
+
+/**
+ * The innermost interceptor: runs the pool's dispatch with the request's record in scope, so that the Request
+ * undici creates for it (first attempt and every retry) can be attributed. Requests without a record run with
+ * an empty scope, so that they never inherit one from the async context they happen to be dispatched in.
+ */
+export const attributionInterceptor: Dispatcher.DispatcherComposeInterceptor = (dispatch) =>
+	function attribute(opts, handler) {
+		const attribution = (opts as unknown as Tagged)[kAttribution] as RequestAttribution | undefined;
+		return creating.run(attribution, dispatch, opts, handler);
+	};
