@@ -1,0 +1,103 @@
+// @middy-conn/mysql: a MySQL connection bound to one Lambda invocation, and closed on every path.
+//
+//   export const handler = middy(async (event, context) => {
+//     const [rows] = await context.db.query("SELECT * FROM orders WHERE id = ?", [event.id]);
+//     return rows;
+//   }).use(mysqlConnection({ config: { host, user, password, database } }));
+//
+// Why per invocation: a connection kept at module scope and reused across invocations keeps its session, and
+// with it a REPEATABLE READ read view or a transaction that a failed invocation left open. The next invocations
+// then read a stale snapshot and miss rows that other functions have committed (seed 003).
+import type { MiddlewareObj, Request } from "@middy/core";
+import { invocationEndFromError, safeLogger } from "@middy-conn/lifecycle";
+import type { InvocationDb, Shared } from "./invocation-connection.ts";
+import { InvocationConnection } from "./invocation-connection.ts";
+import {
+	configFor,
+	type MysqlConnectionOptions,
+	mysqlConnectionValidateOptions,
+	type ResolvedConfig,
+	resolveConfig,
+} from "./options.ts";
+
+export type { MiddyConnError } from "@middy-conn/lifecycle";
+export type { InvocationDb } from "./invocation-connection.ts";
+export type {
+	IsolationLevel,
+	MysqlConfig,
+	MysqlConfigOption,
+	MysqlConnectionOptions,
+} from "./options.ts";
+export { defaultConnectTimeout, defaults, mysqlConnectionValidateOptions } from "./options.ts";
+export { closeMysqlPools } from "./pool-cache.ts";
+export type { MysqlConnectionStats } from "./telemetry.ts";
+
+/** The Lambda context as Middy types it. */
+type LambdaContext = Request["context"];
+
+/** The context a handler sees behind `mysqlConnection({ contextKey })`. */
+export type MysqlContext<TContextKey extends string = "db"> = LambdaContext & {
+	[K in TContextKey]: InvocationDb;
+};
+
+export const mysqlConnection = <TContextKey extends string = "db">(
+	options: MysqlConnectionOptions<TContextKey>,
+	// biome-ignore lint/suspicious/noExplicitAny: Middy's own default for a middleware's result type
+): MiddlewareObj<unknown, any, Error, MysqlContext<TContextKey>> => {
+	const settings = mysqlConnectionValidateOptions(options);
+	const { contextKey } = settings;
+
+	// An object config is copied and completed once, on first use (not here: mysqlConnection() runs during the
+	// cold start, and "rds" loads a CA bundle).
+	let resolved: Promise<ResolvedConfig> | undefined;
+	const config = settings.config;
+	const shared: Shared = {
+		settings,
+		logger: safeLogger(settings.logger),
+		resolve:
+			typeof config === "function"
+				? (request) => configFor(settings, request)
+				: () => {
+						resolved ??= resolveConfig(config, settings.mode);
+						return resolved;
+					},
+		poolKey: undefined,
+	};
+
+	// Where this middleware keeps the invocation's connection on the request (one symbol per middleware, so two
+	// databases can be used side by side with two contextKeys).
+	const slot = Symbol(`@middy-conn/mysql:${contextKey}`);
+	type WithSlot = Request & { [slot]?: InvocationConnection };
+
+	const mysqlConnectionMiddlewareBefore = (request: Request): void => {
+		const db = new InvocationConnection(shared, request);
+		(request as WithSlot)[slot] = db;
+		(request.context as unknown as Record<string, unknown>)[contextKey] = db;
+	};
+
+	// Success: commit (with the transaction option), then end or reset and release. A failed COMMIT fails the
+	// invocation: the error goes on to the onError chain.
+	const mysqlConnectionMiddlewareAfter = async (request: Request): Promise<void> => {
+		await (request as WithSlot)[slot]?.finish({ kind: "success" });
+	};
+
+	// Failure or Middy's early timeout: roll back (or destroy a busy connection). Never throws: the invocation
+	// already fails with its own error, which must not be replaced by a cleanup error.
+	const mysqlConnectionMiddlewareOnError = async (request: Request): Promise<void> => {
+		try {
+			await (request as WithSlot)[slot]?.finish(invocationEndFromError(request.error));
+		} catch (error) {
+			// Only a COMMIT failure from `after` is thrown by finish(), and it is already the invocation's error.
+			if (error !== request.error)
+				shared.logger.warn("@middy-conn/mysql: cleanup failed", { error: String(error) });
+		}
+	};
+
+	return {
+		before: mysqlConnectionMiddlewareBefore,
+		after: mysqlConnectionMiddlewareAfter,
+		onError: mysqlConnectionMiddlewareOnError,
+	};
+};
+
+export default mysqlConnection;

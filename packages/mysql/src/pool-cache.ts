@@ -1,0 +1,133 @@
+// Mode "pool": one warm mysql2 pool per execution environment and per target, reused by every invocation.
+//
+// This is the only module-level state of the package, and it holds no per-invocation state: pools, keyed by the
+// non-secret connection options. Secrets are kept out of the key so that a rotating IAM token or a rotated
+// password updates the pool in place instead of creating a new pool (and stranding the old one's connections)
+// every 15 minutes.
+import { createHash } from "node:crypto";
+import mysql from "mysql2";
+import type { Pool } from "mysql2/promise";
+import { isSecretKey, type ResolvedConfig } from "./options.ts";
+
+export interface WarmPool {
+	readonly key: string;
+	readonly pool: Pool;
+	/** Connections this pool has already handed out once: an acquire that returns another one opened it. */
+	readonly seen: WeakSet<object>;
+	/** mysql2's idleTimeout for this pool (ms): a connection idle longer is not reused (see acquireFrom). */
+	readonly idleTimeout: number;
+	readonly connectionLimit: number;
+	/** The target and secrets of the config last applied: for errors about this pool's connections. */
+	resolved: ResolvedConfig;
+}
+
+const pools = new Map<string, WarmPool>();
+
+// Functions and class instances in the config (typeCast, authPlugins, a stream factory) are keyed by identity.
+const identities = new WeakMap<object, number>();
+let nextIdentity = 0;
+const identityOf = (value: object): number => {
+	let id = identities.get(value);
+	if (id === undefined) {
+		id = nextIdentity++;
+		identities.set(value, id);
+	}
+	return id;
+};
+
+const keyPart = (value: unknown): unknown => {
+	if (typeof value === "function") return `fn#${identityOf(value)}`;
+	if (value === null || typeof value !== "object") return value;
+	if (Buffer.isBuffer(value)) return `buf:${value.toString("base64")}`;
+	if (Array.isArray(value)) return value.map(keyPart);
+	if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
+		return `obj#${identityOf(value)}`;
+	}
+	const out: Record<string, unknown> = {};
+	for (const key of Object.keys(value).sort()) out[key] = keyPart((value as Record<string, unknown>)[key]);
+	return out;
+};
+
+/** A digest of the non-secret options: equal configs share a pool, whatever their password or token. */
+export const poolKey = (driver: Record<string, unknown>): string => {
+	const visible: Record<string, unknown> = {};
+	for (const key of Object.keys(driver).sort()) {
+		if (!isSecretKey(key)) visible[key] = keyPart(driver[key]);
+	}
+	// mysql2 writes `rejectUnauthorized` (default true) into the ssl object it is given: key on its meaning, so
+	// that the same object keys the same before and after a first connect.
+	if (visible.ssl && typeof visible.ssl === "object") {
+		const ssl = visible.ssl as Record<string, unknown>;
+		visible.ssl = { ...ssl, rejectUnauthorized: ssl.rejectUnauthorized !== false };
+	}
+	return createHash("sha256").update(JSON.stringify(visible)).digest("base64url");
+};
+
+// An object config is resolved once per middleware, so its key is computed once too.
+const keys = new WeakMap<ResolvedConfig, string>();
+
+/** The warm pool for this config, created on first use. Secrets given now apply to its next new connections. */
+export const warmPool = (resolved: ResolvedConfig): WarmPool => {
+	let key = keys.get(resolved);
+	if (key === undefined) {
+		key = poolKey(resolved.driver);
+		keys.set(resolved, key);
+	}
+	const existing = pools.get(key);
+	if (existing) {
+		if (existing.resolved !== resolved) {
+			applySecrets(existing, resolved.driver);
+			existing.resolved = resolved;
+		}
+		return existing;
+	}
+	const core = mysql.createPool({ ...resolved.driver });
+	const config = (core as unknown as { config: { idleTimeout: number; connectionLimit: number } }).config;
+	const entry: WarmPool = {
+		key,
+		pool: core.promise(),
+		seen: new WeakSet(),
+		idleTimeout: config.idleTimeout,
+		connectionLimit: config.connectionLimit,
+		resolved,
+	};
+	pools.set(key, entry);
+	return entry;
+};
+
+// mysql2 copies `pool.config.connectionConfig` for every new connection it opens, so updating the password there
+// is what makes a fresh IAM token reach the pool's next connection. Open connections are unaffected: a token is
+// only checked when a connection authenticates.
+const applySecrets = (entry: WarmPool, driver: Record<string, unknown>) => {
+	const connectionConfig = (
+		entry.pool.pool as unknown as { config?: { connectionConfig?: Record<string, unknown> } }
+	).config?.connectionConfig;
+	if (!connectionConfig) return;
+	connectionConfig.password = driver.password || driver.password1 || undefined;
+	for (const key of ["password2", "password3", "passwordSha1"])
+		connectionConfig[key] = driver[key] || undefined;
+};
+
+/** The warm pool with this key, if this process still has it. */
+export const warmPoolByKey = (key: string): WarmPool | undefined => pools.get(key);
+
+/**
+ * True when acquiring from this pool right now may open a new connection, so that a config function must be
+ * called first (a rotated token has to be in place before the pool connects). Reads mysql2's free list; when the
+ * internals are not there, it answers true and the function is simply called on every acquire.
+ */
+export const mayConnect = (entry: WarmPool): boolean => {
+	const free = (entry.pool.pool as unknown as { _freeConnections?: { length?: unknown } })._freeConnections
+		?.length;
+	return typeof free !== "number" || free === 0;
+};
+
+/** Ends every warm pool (tests; or a shutdown hook of a Lambda extension). New invocations create them again. */
+export const closeMysqlPools = async (): Promise<void> => {
+	const entries = [...pools.values()];
+	pools.clear();
+	await Promise.allSettled(entries.map((entry) => entry.pool.end()));
+};
+
+/** How many warm pools this process holds (for tests and diagnostics). */
+export const warmPoolCount = (): number => pools.size;
