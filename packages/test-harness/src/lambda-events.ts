@@ -132,3 +132,15 @@ export const sqsEvent = (messages: SqsMessage[], queueName = "example-queue"): S
 		}),
 	),
 });
+
+/**
+ * Calls a Middy handler in this process as the Node runtime would, with a fresh Lambda-like context. Handlers
+ * typed by their middlewares (`context.db`, `context.http`) expect a context that already has those fields; the
+ * middlewares add them, so the call goes through a plain function type.
+ */
+export const invokeInProcess = <TResult = unknown>(
+	handler: unknown,
+	event: unknown,
+	context: LambdaContextOptions = {},
+): Promise<TResult> =>
+	(handler as (event: unknown, context: Context) => Promise<TResult>)(event, createLambdaContext(context));
