@@ -9,6 +9,7 @@
 // 4. report the counters.
 // On Middy's early timeout nothing waits: the handler is still running and Lambda is about to stop the process,
 // so its requests are aborted at once and their sockets closed.
+import { setImmediate } from "node:timers/promises";
 import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis } from "@middy-conn/lifecycle";
 import type { Dispatcher } from "undici";
@@ -91,6 +92,11 @@ export class Invocation {
 						`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
 					);
 				}
+				// undici hands a kept-alive socket back to its pool one event-loop turn after the response ended (a
+				// guard against servers that close anyway). Wait for that turn, so that the next invocation (the next
+				// one in this process comes right away under Managed Instances, or after a thaw) finds the socket free
+				// instead of opening another connection.
+				if (this.#stats.requests > 0) await setImmediate();
 			}
 		} catch (error) {
 			this.#logger.error(`${packageName}: cleanup at the end of the invocation failed`, { error });

@@ -1,0 +1,44 @@
+// Shared pieces of the http-pool tests: a Lambda-like context, and a logger that records what it is told.
+import type { Context } from "aws-lambda";
+import { vi } from "vitest";
+
+let nextRequestId = 0;
+
+/** A Lambda context; `remainingMs` gives it a clock (Middy's early timeout and the waitUntil deadline use it). */
+export const lambdaContext = (remainingMs?: number): Context => {
+	const deadline = remainingMs === undefined ? undefined : Date.now() + remainingMs;
+	return {
+		callbackWaitsForEmptyEventLoop: false,
+		functionName: "http-pool-test",
+		functionVersion: "$LATEST",
+		invokedFunctionArn: "arn:aws:lambda:eu-west-1:123456789012:function:http-pool-test",
+		memoryLimitInMB: "1024",
+		awsRequestId: `request-${++nextRequestId}`,
+		logGroupName: "/aws/lambda/http-pool-test",
+		logStreamName: "stream",
+		...(deadline === undefined
+			? {}
+			: { getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) }),
+		done: () => {},
+		fail: () => {},
+		succeed: () => {},
+	} as unknown as Context;
+};
+
+/** A logger shaped like console and the Powertools Logger, recording every call. */
+export const spyLogger = () => ({
+	info: vi.fn<(message: string, ...extra: unknown[]) => void>(),
+	warn: vi.fn<(message: string, ...extra: unknown[]) => void>(),
+	error: vi.fn<(message: string, ...extra: unknown[]) => void>(),
+});
+
+/** Records unhandled rejections while a test runs: there must be none. */
+export const watchUnhandledRejections = () => {
+	const seen: unknown[] = [];
+	const listener = (reason: unknown) => seen.push(reason);
+	process.on("unhandledRejection", listener);
+	return {
+		seen,
+		stop: () => process.off("unhandledRejection", listener),
+	};
+};
