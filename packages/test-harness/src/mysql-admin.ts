@@ -113,6 +113,28 @@ export class MysqlAdmin {
 		return this.status("Connections");
 	}
 
+	/**
+	 * How many connections `user` has opened (logged in) since the server started: exact per user, unlike the
+	 * global `Connections` counter, which other test files move too. MariaDB counts them in
+	 * information_schema.USER_STATISTICS once `userstat` is on (the first call switches it on: call it once before
+	 * the connections to count); MySQL in performance_schema.users.
+	 */
+	async connectionsOpenedBy(user: string): Promise<number> {
+		if ((await this.getGlobal("userstat")) !== undefined) {
+			await this.setGlobal("userstat", 1);
+			const rows = await this.query<mysql.RowDataPacket[]>(
+				"SELECT TOTAL_CONNECTIONS AS n FROM information_schema.USER_STATISTICS WHERE USER = ?",
+				[user],
+			);
+			return Number(rows[0]?.n ?? 0);
+		}
+		const rows = await this.query<mysql.RowDataPacket[]>(
+			"SELECT TOTAL_CONNECTIONS AS n FROM performance_schema.users WHERE USER = ?",
+			[user],
+		);
+		return Number(rows[0]?.n ?? 0);
+	}
+
 	/** KILL a connection from this (another) session, as an operator or a failover would. */
 	async kill(id: number): Promise<void> {
 		await this.query(`KILL ${Number(id)}`);

@@ -1,0 +1,281 @@
+// The connection is closed (scoped) or released (pool) on every path an invocation can take through Middy, and
+// the close has finished when the invocation returns. Each case is checked against what the server counts, not
+// against what the client believes.
+import middy from "@middy/core";
+import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import type { RowDataPacket } from "mysql2";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
+import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
+
+let admin: MysqlAdmin;
+let db: TestDatabase;
+
+beforeAll(async () => {
+	admin = await MysqlAdmin.connect();
+	db = await admin.createDatabase("mysql_closing");
+});
+
+afterEach(async () => {
+	await closeMysqlPools();
+	await admin.settleConnections(db.user, 0);
+});
+
+afterAll(async () => {
+	await admin.dropDatabase(db);
+	await admin.close();
+});
+
+const modes = ["scoped", "pool"] as const;
+
+describe.each(modes)("mode %s: the connection is closed on every path", (mode) => {
+	// Pool mode keeps one warm connection (connectionLimit 1); scoped mode keeps none.
+	const warm = mode === "pool" ? 1 : 0;
+	const setup = () => {
+		const stats: MysqlConnectionStats[] = [];
+		const { logger } = recordingLogger();
+		const middleware = mysqlConnection({
+			config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
+			mode,
+			logger,
+			onStats: (s) => {
+				stats.push(s);
+			},
+		});
+		return { stats, middleware };
+	};
+
+	it("closes the connection when the handler succeeds", async () => {
+		const { stats, middleware } = setup();
+		const handler = middy()
+			.use(middleware)
+			.handler(async (_event, context) => {
+				const [rows] = await context.db.query<RowDataPacket[]>("SELECT 1 AS one");
+				return rows[0]?.one;
+			});
+		expect(await invoke(handler)).toBe(1);
+		expect(stats.at(-1)).toMatchObject({ connected: true, closed: mode === "pool" ? "released" : "ended" });
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("closes the connection when the handler throws", async () => {
+		const { stats, middleware } = setup();
+		const handler = middy()
+			.use(middleware)
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				throw new Error("handler failed");
+			});
+		const result = await outcome(invoke(handler));
+		expect((result.error as Error).message).toBe("handler failed");
+		expect(stats.at(-1)?.closed).toBe(mode === "pool" ? "released" : "ended");
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("closes once when a later after throws and onError runs as well", async () => {
+		const { stats, middleware } = setup();
+		// used first: its after runs last, so the throwing after (registered later) runs before it and Middy skips it
+		const handler = middy()
+			.use(middleware)
+			.use({
+				after: () => {
+					throw new Error("after failed");
+				},
+			})
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				return "ok";
+			});
+		const result = await outcome(invoke(handler));
+		expect((result.error as Error).message).toBe("after failed");
+		expect(stats).toHaveLength(1);
+		expect(stats[0]?.closed).toBe(mode === "pool" ? "released" : "ended");
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("closes in its own after, and does nothing more in onError, when an earlier-registered after throws", async () => {
+		const { stats, middleware } = setup();
+		const handler = middy()
+			.use({
+				after: () => {
+					throw new Error("outer after failed");
+				},
+			})
+			.use(middleware)
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				return "ok";
+			});
+		const result = await outcome(invoke(handler));
+		expect((result.error as Error).message).toBe("outer after failed");
+		expect(stats).toHaveLength(1);
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("closes the connection when a later before returns early (Middy skips every after)", async () => {
+		const { stats, middleware } = setup();
+		let closedWhenReturned: string | undefined;
+		const handler = middy()
+			.use(middleware)
+			.use({
+				before: async (request) => {
+					await (request.context as unknown as { db: { query(sql: string): Promise<unknown> } }).db.query(
+						"SELECT 1",
+					);
+					return { statusCode: 304 };
+				},
+			})
+			.handler(async () => ({ statusCode: 200 }));
+		const response = await invoke(handler).then((value) => {
+			closedWhenReturned = stats.at(-1)?.closed;
+			return value;
+		});
+		expect(response).toEqual({ statusCode: 304 });
+		// the close had finished when the invocation returned
+		expect(closedWhenReturned).toBe(mode === "pool" ? "released" : "ended");
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("closes the connection when an onError registered later answers and skips ours", async () => {
+		const { stats, middleware } = setup();
+		const handler = middy()
+			.use(middleware)
+			.use({ onError: () => ({ statusCode: 500 }) })
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				throw new Error("handler failed");
+			});
+		expect(await invoke(handler)).toEqual({ statusCode: 500 });
+		expect(stats.at(-1)?.closed).toBe(mode === "pool" ? "released" : "ended");
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("destroys the connection when an onError registered later throws and Middy skips ours", async () => {
+		const { stats, middleware } = setup();
+		const handler = middy()
+			.use(middleware)
+			.use({
+				onError: () => {
+					throw new Error("onError failed");
+				},
+			})
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				throw new Error("handler failed");
+			});
+		const result = await outcome(invoke(handler));
+		expect((result.error as Error).message).toBe("onError failed");
+		expect(stats.at(-1)?.closed).toBe("destroyed");
+		expect(await admin.settleConnections(db.user, 0)).toBe(0);
+	});
+
+	it("destroys the connection at Middy's early timeout without waiting for the running query", async () => {
+		const { stats, middleware } = setup();
+		let querySettled = false;
+		let queryError: unknown;
+		let running: Promise<unknown> | undefined;
+		const handler = middy()
+			.use(middleware)
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				running = context.db.query("SELECT SLEEP(5)").then(
+					() => {
+						querySettled = true;
+					},
+					(error: unknown) => {
+						querySettled = true;
+						queryError = error;
+					},
+				);
+				await running;
+				return "too late";
+			});
+		// The function's remaining time ends well before SLEEP(5) does: Middy's early timeout fires mid-query.
+		const result = await outcome(invoke(handler, {}, { timeoutMs: 400 }));
+		expect((result.error as Error).name).toBe("TimeoutError");
+		// the invocation returned while the query was still running: nothing waited for it
+		expect(querySettled).toBe(false);
+		expect(stats.at(-1)?.closed).toBe("destroyed");
+		// the handler's pending query fails instead of hanging
+		await running;
+		expect((queryError as { code?: string }).code).toBe("MIDDY_CONN_MYSQL_DESTROYED");
+		// the server sees the socket closed when SLEEP returns; the count goes back to where it was
+		expect(await admin.settleConnections(db.user, 0, 10_000)).toBe(0);
+	});
+
+	it("survives a KILL in the middle of an invocation: cleanup does not throw and the next invocation works", async () => {
+		const { stats, middleware } = setup();
+		let reportId: (id: number) => void = () => {};
+		const connectionId = new Promise<number>((resolve) => {
+			reportId = resolve;
+		});
+		const handler = middy()
+			.use(middleware)
+			.handler(async (event: { sleep?: boolean }, context) => {
+				const [rows] = await context.db.query<RowDataPacket[]>("SELECT CONNECTION_ID() AS id");
+				reportId(Number(rows[0]?.id));
+				if (event.sleep) await context.db.query("SELECT SLEEP(5)");
+				return Number(rows[0]?.id);
+			});
+		const running = outcome(invoke(handler, { sleep: true }));
+		const killed = await connectionId;
+		await admin.kill(killed);
+		const result = await running;
+		const error = result.error as { code?: string; message: string; cause?: unknown };
+		expect(error.code).toBe("PROTOCOL_CONNECTION_LOST");
+		expect(error.message).toMatch(/was lost.*not retried/);
+		expect(stats.at(-1)?.closed).toBe("destroyed");
+		// the next invocation gets a new, working connection
+		const next = await invoke<number>(handler, {});
+		expect(next).not.toBe(killed);
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("refuses statements once the invocation has ended, rather than opening a connection nothing would close", async () => {
+		const { middleware } = setup();
+		let later: Promise<unknown> | undefined;
+		const handler = middy()
+			.use(middleware)
+			.handler(async (_event, context) => {
+				await context.db.query("SELECT 1");
+				later = new Promise((resolve) => setTimeout(resolve, 10)).then(() => context.db.query("SELECT 2"));
+				return "ok";
+			});
+		expect(await invoke(handler)).toBe("ok");
+		const result = await outcome(later as Promise<unknown>);
+		expect((result.error as { code?: string }).code).toBe("MIDDY_CONN_MYSQL_CLOSED");
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+});
+
+describe("lazy connection", () => {
+	it("opens nothing when the invocation never touches context.db", async () => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = middy()
+			.use(mysqlConnection({ config: configOf(db), onStats: (s) => void stats.push(s) }))
+			.handler(async () => "untouched");
+		const before = await admin.connectionsOpenedBy(db.user);
+		for (let i = 0; i < 5; i++) expect(await invoke(handler)).toBe("untouched");
+		expect(await admin.connectionsOpenedBy(db.user)).toBe(before);
+		expect(stats).toHaveLength(5);
+		expect(stats.every((s) => !s.connected && s.closed === "none" && s.queries === 0)).toBe(true);
+	});
+
+	it("opens one connection for statements issued at once before it is connected", async () => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = middy()
+			.use(mysqlConnection({ config: configOf(db), onStats: (s) => void stats.push(s) }))
+			.handler(async (_event, context) => {
+				const results = await Promise.all(
+					[1, 2, 3, 4].map((n) =>
+						context.db.query<RowDataPacket[]>("SELECT CONNECTION_ID() AS id, ? AS n", [n]),
+					),
+				);
+				return new Set(results.map(([rows]) => rows[0]?.id)).size;
+			});
+		const before = await admin.connectionsOpenedBy(db.user);
+		expect(await invoke(handler)).toBe(1);
+		expect(await admin.connectionsOpenedBy(db.user)).toBe(before + 1);
+		expect(stats[0]).toMatchObject({ connected: true, queries: 4, closed: "ended" });
+	});
+});
