@@ -16,9 +16,7 @@ export const lambdaContext = (remainingMs?: number): Context => {
 		awsRequestId: `request-${++nextRequestId}`,
 		logGroupName: "/aws/lambda/http-pool-test",
 		logStreamName: "stream",
-		...(deadline === undefined
-			? {}
-			: { getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) }),
+		...(deadline === undefined ? {} : { getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) }),
 		done: () => {},
 		fail: () => {},
 		succeed: () => {},

@@ -133,21 +133,18 @@ describe("a warm pool shared by the invocations of one execution environment", (
 			const errors = [];
 			for (const origin of ["http://example.invalid", undefined]) {
 				errors.push(
-					await context.http
-						.request({ ...(origin ? { origin } : {}), path: "/json", method: "GET" })
-						.then(
-							() => undefined,
-							(error: { code?: string }) => error.code,
-						),
+					await context.http.request({ ...(origin ? { origin } : {}), path: "/json", method: "GET" }).then(
+						() => undefined,
+						(error: { code?: string }) => error.code,
+					),
 				);
 			}
 			return errors;
 		});
 
-		expect(await handler.use(httpPool({ origin: server.origin, logger: false }))({}, lambdaContext())).toEqual([
-			errorCodes.originMismatch,
-			undefined,
-		]);
+		expect(
+			await handler.use(httpPool({ origin: server.origin, logger: false }))({}, lambdaContext()),
+		).toEqual([errorCodes.originMismatch, undefined]);
 		const withoutOrigin = middy(async (_event: unknown, context) =>
 			context.http.request({ path: "/json", method: "GET" }).catch((error: { code?: string }) => error.code),
 		).use(httpPool({ logger: false }));
