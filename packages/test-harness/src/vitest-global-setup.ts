@@ -5,7 +5,9 @@ import { startMysqlServer } from "./mysql-server.ts";
 export default async function setup() {
 	const server = await startMysqlServer();
 	process.env.MIDDY_CONN_MYSQL_ADMIN_URL = server.adminUrl;
-	process.stderr.write(`[test-harness] MySQL-compatible server ${server.version} on 127.0.0.1:${server.port}\n`);
+	process.stderr.write(
+		`[test-harness] MySQL-compatible server ${server.version} on 127.0.0.1:${server.port}\n`,
+	);
 	return async () => {
 		await server.stop();
 	};
