@@ -95,5 +95,6 @@ export const describeBundle = (bundle: Bundle): string => {
 		.slice(0, 3)
 		.map(([name, size]) => `${name} ${formatBytes(size)}`)
 		.join(", ");
-	return `${relative(process.cwd(), bundle.outfile)}: ${formatBytes(bundle.bytes)} (${largest})`;
+	const path = relative(process.cwd(), bundle.outfile);
+	return `${path.startsWith("..") ? bundle.outfile : path}: ${formatBytes(bundle.bytes)} (${largest})`;
 };
