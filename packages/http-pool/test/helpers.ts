@@ -1,11 +1,16 @@
 // Shared pieces of the http-pool tests: a Lambda-like context, and a logger that records what it is told.
 import type { Context } from "aws-lambda";
 import { vi } from "vitest";
+import type { HttpPoolContext } from "../src/index.ts";
 
 let nextRequestId = 0;
 
-/** A Lambda context; `remainingMs` gives it a clock (Middy's early timeout and the waitUntil deadline use it). */
-export const lambdaContext = (remainingMs?: number): Context => {
+/**
+ * A Lambda context; `remainingMs` gives it a clock (Middy's early timeout and the waitUntil deadline use it).
+ * Typed as the handler will see it (Middy types a wrapped handler's context with what its middlewares add):
+ * httpPool() adds `http` and `waitUntil` in its before.
+ */
+export const lambdaContext = (remainingMs?: number): HttpContext => {
 	const deadline = remainingMs === undefined ? undefined : Date.now() + remainingMs;
 	return {
 		callbackWaitsForEmptyEventLoop: false,
@@ -20,7 +25,7 @@ export const lambdaContext = (remainingMs?: number): Context => {
 		done: () => {},
 		fail: () => {},
 		succeed: () => {},
-	} as unknown as Context;
+	} as unknown as HttpContext;
 };
 
 /** A logger shaped like console and the Powertools Logger, recording every call. */
@@ -40,3 +45,6 @@ export const watchUnhandledRejections = () => {
 		stop: () => process.off("unhandledRejection", listener),
 	};
 };
+
+/** The context a handler sees under httpPool(): Lambda's, plus `http` and `waitUntil`. */
+export type HttpContext = Context & HttpPoolContext;

@@ -14,7 +14,7 @@ import {
 	type HttpPoolStats,
 	httpPool,
 } from "../src/index.ts";
-import { lambdaContext } from "./helpers.ts";
+import { type HttpContext, lambdaContext } from "./helpers.ts";
 
 const fixture = fileURLToPath(new URL("./fixtures/http-function.ts", import.meta.url));
 
@@ -51,7 +51,7 @@ const lambdaFunction = (options: HttpPoolOptions = {}) =>
 	middy(
 		async (
 			event: { method: string; path: string; body?: string; idempotent?: boolean },
-			context,
+			context: HttpContext,
 		): Promise<Outcome> => {
 			try {
 				const { statusCode, body } = await context.http.request({
@@ -109,7 +109,9 @@ describe("a keep-alive connection that died while the environment was idle", () 
 			package: "@middy-conn/http-pool",
 		});
 		expect(outcome.error?.message).toMatch(/POST http:\/\/127\.0\.0\.1:\d+\/echo failed after it was sent/);
-		expect((outcome.error?.cause as { code?: string } | undefined)?.code).toMatch(/^(ECONNRESET|UND_ERR_SOCKET|EPIPE)$/);
+		expect((outcome.error?.cause as { code?: string } | undefined)?.code).toMatch(
+			/^(ECONNRESET|UND_ERR_SOCKET|EPIPE)$/,
+		);
 		expect(outcome.stats.requests).toBe(1);
 		expect(server.receivedCount("POST", "/echo")).toBeLessThanOrEqual(1);
 	});
@@ -132,7 +134,7 @@ describe("a keep-alive connection that died while the environment was idle", () 
 		const gone = await startHttpServer();
 		const origin = gone.origin;
 		await gone.close();
-		const invoke = middy(async (_event: unknown, context) =>
+		const invoke = middy(async (_event: unknown, context: HttpContext) =>
 			context.http
 				.request({ method: "POST", path: "/orders", body: "{}" })
 				.catch((error: Error) => ({ error, stats: context.http.invocationStats })),

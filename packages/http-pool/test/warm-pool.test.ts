@@ -3,7 +3,7 @@ import { Agent, fetch, request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, errorCodes, type HttpPoolStats, httpPool } from "../src/index.ts";
-import { lambdaContext } from "./helpers.ts";
+import { type HttpContext, lambdaContext } from "./helpers.ts";
 
 let server: TestHttpServer;
 
@@ -23,7 +23,7 @@ afterAll(async () => {
 describe("a warm pool shared by the invocations of one execution environment", () => {
 	it("serves 100 sequential warm invocations over one connection, and the stats say so", async () => {
 		const stats: HttpPoolStats[] = [];
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			const { statusCode, body } = await context.http.request({ path: "/json", method: "GET" });
 			await body.json();
 			return statusCode;
@@ -59,7 +59,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 				res.end("{}");
 			}, 20);
 		});
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			for (let i = 0; i < 3; i++) {
 				const { body } = await context.http.request({ path: "/count", method: "GET" });
 				await body.dump();
@@ -76,7 +76,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	});
 
 	it("works with undici.request and fetch given context.http as their dispatcher", async () => {
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			const viaRequest = await request(`${server.origin}/echo?via=request`, { dispatcher: context.http });
 			const viaFetch = await fetch(`${server.origin}/echo?via=fetch`, {
 				method: "POST",
@@ -97,7 +97,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	});
 
 	it("works with Node's own fetch too, whose handlers speak undici 7's API", async () => {
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			const response = await globalThis.fetch(`${server.origin}/json`, {
 				dispatcher: context.http,
 			} as RequestInit);
@@ -110,7 +110,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	it("without origin, takes each request's origin and keeps one pool per origin", async () => {
 		const second = await startHttpServer();
 		try {
-			const handler = middy(async (_event: unknown, context) => {
+			const handler = middy(async (_event: unknown, context: HttpContext) => {
 				for (const origin of [server.origin, second.origin, server.origin, second.origin]) {
 					const { body } = await context.http.request({ origin, path: "/json", method: "GET" });
 					await body.dump();
@@ -129,7 +129,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	});
 
 	it("refuses a request for another origin than the configured one, and one with no origin at all", async () => {
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			const errors = [];
 			for (const origin of ["http://example.invalid", undefined]) {
 				errors.push(
@@ -145,14 +145,14 @@ describe("a warm pool shared by the invocations of one execution environment", (
 		expect(
 			await handler.use(httpPool({ origin: server.origin, logger: false }))({}, lambdaContext()),
 		).toEqual([errorCodes.originMismatch, undefined]);
-		const withoutOrigin = middy(async (_event: unknown, context) =>
+		const withoutOrigin = middy(async (_event: unknown, context: HttpContext) =>
 			context.http.request({ path: "/json", method: "GET" }).catch((error: { code?: string }) => error.code),
 		).use(httpPool({ logger: false }));
 		expect(await withoutOrigin({}, lambdaContext())).toBe(errorCodes.originRequired);
 	});
 
 	it("puts the dispatcher under contextKey, and keeps waitUntil on the context", async () => {
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			const api = (context as unknown as Record<string, typeof context.http>).api;
 			const { body } = await (api as typeof context.http).request({ path: "/json", method: "GET" });
 			return { body: await body.json(), waitUntil: typeof context.waitUntil };
@@ -165,7 +165,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	});
 
 	it("leaves the shared pool open when a handler closes or destroys context.http", async () => {
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			const { body } = await context.http.request({ path: "/json", method: "GET" });
 			await body.dump();
 			await context.http.close();
@@ -180,7 +180,7 @@ describe("a warm pool shared by the invocations of one execution environment", (
 
 	it("refuses requests from a promise that outlived its invocation", async () => {
 		let leaked: unknown;
-		const handler = middy(async (_event: unknown, context) => {
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
 			leaked = context.http;
 			return "ok";
 		}).use(httpPool({ origin: server.origin, logger: false }));
