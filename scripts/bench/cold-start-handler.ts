@@ -4,7 +4,7 @@ import middy from "@middy/core";
 import { httpPool } from "@middy-conn/http-pool";
 import { mysqlConnection } from "@middy-conn/mysql";
 
-export const handler = middy()
+export const handler = middy<{ id: number }>()
 	.use(httpPool({ origin: process.env.API_ORIGIN ?? "https://127.0.0.1:8443", connections: 4 }))
 	.use(
 		mysqlConnection({

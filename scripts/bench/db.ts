@@ -4,7 +4,7 @@
 import middy from "@middy/core";
 import mysql from "mysql2/promise";
 import serverlessMysql from "serverless-mysql";
-import { benchEvent, lambdaContext } from "./lambda.ts";
+import { benchEvent, invoker } from "./lambda.ts";
 import type { MysqlModule } from "./middlewares.ts";
 import type { DbPeer } from "./peers.ts";
 import { type ComparisonResult, type Contender, runComparison, teardownAll } from "./runner.ts";
@@ -42,7 +42,7 @@ const connectContenders = (config: Config, module: MysqlModule | undefined): Con
 		contenders.push({
 			name: NAMES.scoped,
 			note: "`context.db.query()`: a connection opened on first use and closed before the invocation returns",
-			invoke: () => handler(benchEvent, lambdaContext()),
+			invoke: invoker(handler),
 		});
 	}
 	const rawHandler = middy(async () => {
@@ -57,7 +57,7 @@ const connectContenders = (config: Config, module: MysqlModule | undefined): Con
 	contenders.push({
 		name: NAMES.rawConnect,
 		note: "the hand-written safe pattern, seed 003: connect in the handler, `end()` in `finally`",
-		invoke: () => rawHandler(benchEvent, lambdaContext()),
+		invoke: invoker(rawHandler),
 	});
 	return contenders;
 };
@@ -74,7 +74,7 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 		contenders.push({
 			name: NAMES.pool,
 			note: "`context.db.query()` on a connection acquired from a warm pool, reset and released at the end",
-			invoke: () => handler(benchEvent, lambdaContext()),
+			invoke: invoker(handler),
 		});
 	}
 
@@ -91,7 +91,7 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 	contenders.push({
 		name: NAMES.rawPool,
 		note: "module-scope `createPool()`; the next invocation inherits any session state (unsafe, but the floor for a pool)",
-		invoke: () => rawPoolHandler(benchEvent, lambdaContext()),
+		invoke: invoker(rawPoolHandler),
 		teardown: () => pool.end(),
 	});
 
@@ -110,7 +110,7 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 	contenders.push({
 		name: NAMES.rawPoolReset,
 		note: "the raw pool plus the `reset()` round trip pool mode needs for isolation (not a goal; explains one)",
-		invoke: () => resetHandler(benchEvent, lambdaContext()),
+		invoke: invoker(resetHandler),
 		teardown: () => resetPool.end(),
 	});
 
@@ -123,7 +123,7 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 	contenders.push({
 		name: NAMES.serverlessMysql,
 		note: "defaults: `end()` checks max/used connections (processlist queries) on every invocation",
-		invoke: () => slsHandler(benchEvent, lambdaContext()),
+		invoke: invoker(slsHandler),
 		teardown: () => sls.quit(),
 	});
 
@@ -135,7 +135,7 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 	contenders.push({
 		name: NAMES.moduleConnection,
 		note: "one connection for the environment's life: the stale-snapshot bug of seed 003, and the floor",
-		invoke: () => moduleHandler(benchEvent, lambdaContext()),
+		invoke: invoker(moduleHandler),
 		teardown: () => moduleConnection.end(),
 	});
 	return contenders;

@@ -4,7 +4,7 @@ import https from "node:https";
 import tls from "node:tls";
 import middy from "@middy/core";
 import { Client, Pool } from "undici";
-import { benchEvent, lambdaContext } from "./lambda.ts";
+import { invoker } from "./lambda.ts";
 import type { HttpPoolModule } from "./middlewares.ts";
 import type { HttpPeer } from "./peers.ts";
 import { type ComparisonResult, type Contender, runComparison, teardownAll } from "./runner.ts";
@@ -92,7 +92,7 @@ const requestContenders = (
 		contenders.push({
 			name: NAMES.httpPool,
 			note: "`context.http.request()` from `httpPool({ origin, connections: 4 })`",
-			invoke: () => handler(benchEvent, lambdaContext()),
+			invoke: invoker(handler),
 		});
 	}
 
@@ -105,7 +105,7 @@ const requestContenders = (
 	contenders.push({
 		name: NAMES.barePool,
 		note: "a module-scope `new Pool(origin, { connections: 4 })`, same handler: the limit",
-		invoke: () => bareHandler(benchEvent, lambdaContext()),
+		invoke: invoker(bareHandler),
 		teardown: () => pool.close(),
 	});
 
@@ -120,7 +120,7 @@ const requestContenders = (
 	contenders.push({
 		name: NAMES.fetch,
 		note: "global `fetch(url)`, Node's bundled undici and its global dispatcher",
-		invoke: () => fetchHandler(benchEvent, lambdaContext()),
+		invoke: invoker(fetchHandler),
 	});
 
 	const agent = new https.Agent({ keepAlive: true, maxSockets: CONNECTIONS, ca });
@@ -134,7 +134,7 @@ const requestContenders = (
 	contenders.push({
 		name: NAMES.https,
 		note: "`https.get()` with a module-scope `new https.Agent({ keepAlive: true })`",
-		invoke: () => httpsHandler(benchEvent, lambdaContext()),
+		invoke: invoker(httpsHandler),
 		teardown: () => agent.destroy(),
 	});
 
@@ -152,7 +152,7 @@ const requestContenders = (
 	contenders.push({
 		name: NAMES.newClient,
 		note: "`new Client(origin)` in the handler, closed at the end: TCP + TLS handshake every time",
-		invoke: () => newClientHandler(benchEvent, lambdaContext()),
+		invoke: invoker(newClientHandler),
 	});
 	return contenders;
 };
@@ -185,7 +185,7 @@ const backgroundContenders = (peer: HttpPeer, httpPool: HttpPoolModule | undefin
 		contenders.push({
 			name: NAMES.backgroundHttpPool,
 			note: "the handler returns at once; the middleware awaits the 10 tasks before the invocation returns",
-			invoke: () => handler(benchEvent, lambdaContext()),
+			invoke: invoker(handler),
 		});
 	}
 
@@ -204,7 +204,7 @@ const backgroundContenders = (peer: HttpPeer, httpPool: HttpPoolModule | undefin
 	contenders.push({
 		name: NAMES.backgroundAwaited,
 		note: "the hand-written equivalent: `await Promise.all(posts)` before returning",
-		invoke: () => awaitedHandler(benchEvent, lambdaContext()),
+		invoke: invoker(awaitedHandler),
 		teardown: () => pool.close(),
 	});
 	return contenders;

@@ -25,3 +25,11 @@ export const lambdaContext = (timeoutMs = 30_000): Context => {
 
 /** The event every contender receives: the one a handler in the example would get for `GET /orders/1`. */
 export const benchEvent = { id: 1 };
+
+/**
+ * One invocation of a middy handler, as the Lambda runtime makes it: the event and a fresh plain context. Middy
+ * types the handler's context with what its middlewares add in `before`; the runtime passes a plain one.
+ */
+export const invoker =
+	(handler: (event: never, context: never) => Promise<unknown>) => (): Promise<unknown> =>
+		handler(benchEvent as never, lambdaContext() as never);

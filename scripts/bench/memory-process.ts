@@ -4,7 +4,7 @@
 import middy from "@middy/core";
 import mysql from "mysql2/promise";
 import { Pool } from "undici";
-import { benchEvent, lambdaContext } from "./lambda.ts";
+import { benchEvent, invoker } from "./lambda.ts";
 import { loadHttpPool, loadMysql } from "./middlewares.ts";
 
 export interface MemoryJob {
@@ -35,7 +35,7 @@ const post = { path: "/echo", method: "POST" as const, body: '{"event":"order-vi
 const connect = { ca: job.ca };
 
 /** The same work in every variant: a GET, one background POST, one query. */
-const build = async (): Promise<(event: typeof benchEvent) => Promise<unknown>> => {
+const build = async (): Promise<() => Promise<unknown>> => {
 	if (job.variant === "bare") {
 		const pool = new Pool(job.origin, { connections: 4, connect });
 		const db = mysql.createPool({ ...job.db, connectionLimit: 4 });
@@ -51,7 +51,7 @@ const build = async (): Promise<(event: typeof benchEvent) => Promise<unknown>> 
 			await pool.request(post).then((r) => r.body.dump());
 			return item;
 		});
-		return (event) => handler(event, lambdaContext());
+		return invoker(handler);
 	}
 	const [http, sql] = await Promise.all([loadHttpPool(), loadMysql()]);
 	if (!http.module || !sql.module) throw new Error(http.problem ?? sql.problem);
@@ -71,7 +71,7 @@ const build = async (): Promise<(event: typeof benchEvent) => Promise<unknown>> 
 			context.waitUntil(context.http.request(post).then((r) => r.body.dump()));
 			return item;
 		});
-	return (event) => handler(event, lambdaContext());
+	return invoker(handler);
 };
 
 const read = (invocations: number): MemoryReading => {
@@ -86,7 +86,7 @@ const invoke = await build();
 let done = 0;
 for (const checkpoint of [...job.checkpoints].sort((a, b) => a - b)) {
 	while (done < checkpoint) {
-		await invoke(benchEvent);
+		await invoke();
 		done++;
 	}
 	process.send?.({ type: "reading", reading: read(done) });

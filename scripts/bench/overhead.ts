@@ -3,7 +3,7 @@
 // idle). Invocations take microseconds, so a sample times 100 in a row (one timer read per call would dominate).
 import middy from "@middy/core";
 import type { Context } from "aws-lambda";
-import { benchEvent, lambdaContext } from "./lambda.ts";
+import { invoker } from "./lambda.ts";
 import type { HttpPoolModule, MysqlModule } from "./middlewares.ts";
 import type { DbPeer, HttpPeer } from "./peers.ts";
 import { type ComparisonResult, type Contender, runComparison } from "./runner.ts";
@@ -35,13 +35,13 @@ export const runOverheadGroup = async (
 	contenders.push({
 		name: NAMES.bare,
 		note: "`async (event, context) => response`, called directly",
-		invoke: () => respond(benchEvent, lambdaContext()),
+		invoke: invoker(respond),
 	});
 	const plain = middy(respond);
 	contenders.push({
 		name: NAMES.middy,
 		note: "`middy(handler)` with no middleware",
-		invoke: () => plain(benchEvent, lambdaContext()),
+		invoke: invoker(plain),
 	});
 	if (httpPool && mysql) {
 		const both = middy(respond)
@@ -50,7 +50,7 @@ export const runOverheadGroup = async (
 		contenders.push({
 			name: NAMES.both,
 			note: "`.use(httpPool(...)).use(mysqlConnection(...))`, defaults (scoped mode)",
-			invoke: () => both(benchEvent, lambdaContext()),
+			invoke: invoker(both),
 		});
 	}
 	if (httpPool) {
@@ -58,7 +58,7 @@ export const runOverheadGroup = async (
 		contenders.push({
 			name: NAMES.httpPoolOnly,
 			note: "attribution: httpPool alone",
-			invoke: () => withHttp(benchEvent, lambdaContext()),
+			invoke: invoker(withHttp),
 		});
 	}
 	if (mysql) {
@@ -66,7 +66,7 @@ export const runOverheadGroup = async (
 		contenders.push({
 			name: NAMES.mysqlOnly,
 			note: "attribution: mysqlConnection alone",
-			invoke: () => withDb(benchEvent, lambdaContext()),
+			invoke: invoker(withDb),
 		});
 	}
 
