@@ -167,32 +167,25 @@ export class InvocationConnection {
 		this.#stats = newStats(shared.settings.mode);
 	}
 
-	query(sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> {
-		return this.#statement((connection) => connection.query(sql as string, values as never));
-	}
+	// Bound (arrow functions), so that `const { query } = context.db` works as well as `context.db.query(...)`.
+	readonly query = (sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> =>
+		this.#statement((connection) => connection.query(sql as string, values as never));
 
-	execute(sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> {
-		return this.#statement((connection) => connection.execute(sql as string, values as never));
-	}
+	readonly execute = (sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> =>
+		this.#statement((connection) => connection.execute(sql as string, values as never));
 
-	async beginTransaction(): Promise<void> {
+	readonly beginTransaction = async (): Promise<void> => {
 		if (this.#shared.settings.transaction) throw managedTransactionError();
 		const connection = await this.#ready(false);
 		await connection.beginTransaction().catch((error: unknown) => Promise.reject(this.#failure(error)));
 		this.#tx = "open";
-	}
+	};
 
-	commit(): Promise<void> {
-		return this.#endTransaction("committed");
-	}
+	readonly commit = (): Promise<void> => this.#endTransaction("committed");
 
-	rollback(): Promise<void> {
-		return this.#endTransaction("rolled-back");
-	}
+	readonly rollback = (): Promise<void> => this.#endTransaction("rolled-back");
 
-	connection(): Promise<Connection> {
-		return this.#ready(true);
-	}
+	readonly connection = (): Promise<Connection> => this.#ready(true);
 
 	/** Ends the invocation's use of the connection; idempotent (after, then onError, then the scope). */
 	finish(end: InvocationEnd): Promise<void> {
@@ -404,6 +397,12 @@ export class InvocationConnection {
 		// Either way, destroy; the server rolls back what was open when it sees the socket close.
 		if (end.kind === "timeout" || this.#lost || isDead(lease.core)) {
 			this.#destroyLease(lease, end.kind === "timeout" ? "the invocation timed out" : "the connection died");
+			// The handler succeeded, but the connection died before the middleware could COMMIT: the server rolled
+			// the transaction back, and the invocation must not report a success whose writes are gone.
+			if (end.kind === "success" && transactionOpen && settings.transaction) {
+				const cause = this.#lost ?? new Error("the connection was closed before COMMIT");
+				throw commitError(cause, lease.resolved.target, lease.resolved.secrets, true);
+			}
 			return;
 		}
 		const context = this.#request.context as { getRemainingTimeInMillis?: () => number };

@@ -209,9 +209,9 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 		const connectionId = new Promise<number>((resolve) => {
 			reportId = resolve;
 		});
-		const handler = middy()
+		const handler = middy<{ sleep?: boolean }>()
 			.use(middleware)
-			.handler(async (event: { sleep?: boolean }, context) => {
+			.handler(async (event, context) => {
 				const [rows] = await context.db.query<RowDataPacket[]>("SELECT CONNECTION_ID() AS id");
 				reportId(Number(rows[0]?.id));
 				if (event.sleep) await context.db.query("SELECT SLEEP(5)");
