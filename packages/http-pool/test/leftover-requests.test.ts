@@ -108,9 +108,13 @@ describe("what an invocation leaves open when it ends", () => {
 		expect(await handler({}, lambdaContext())).toBe("returned");
 
 		// Failed before the invocation returned, rather than frozen with the process and answered in a later one.
-		expect(await Promise.race([forgotten, "still pending"])).toMatchObject({ code: errorCodes.invocationEnded });
+		expect(await Promise.race([forgotten, "still pending"])).toMatchObject({
+			code: errorCodes.invocationEnded,
+		});
 		expect(stats[0]?.leftovers).toEqual({ dumped: 0, aborted: 1 });
-		expect(logger.warn).toHaveBeenCalledWith(expect.stringMatching(/1 request\(s\) still waiting for a response/));
+		expect(logger.warn).toHaveBeenCalledWith(
+			expect.stringMatching(/1 request\(s\) still waiting for a response/),
+		);
 		await vi.waitFor(() => expect(server.stats.open).toBe(0));
 	});
 });
