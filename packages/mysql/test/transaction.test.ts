@@ -160,12 +160,10 @@ describe.each(modes)("mode %s: the transaction option", (mode) => {
 	it("fails the invocation with a clear error when the connection dies before COMMIT", async () => {
 		const handler = middy()
 			.use(middleware())
-			.use({
-				// runs before mysqlConnection's after: the connection is killed between the handler and COMMIT
-				after: async (request) => {
-					await admin.kill(Number(request.response));
-					await admin.settleConnections(db.user, 0);
-				},
+			// runs before mysqlConnection's after: the connection is killed between the handler and COMMIT
+			.after(async (request) => {
+				await admin.kill(Number(request.response));
+				await admin.settleConnections(db.user, 0);
 			})
 			.handler(async (_event, context) => {
 				await context.db.query("INSERT INTO items (label) VALUES ('never committed')");

@@ -1,0 +1,219 @@
+// Mode "pool": a warm pool per execution environment, one connection acquired per invocation, reset before it
+// goes back, never more connections than `connectionLimit`; and concurrency in both modes.
+import middy from "@middy/core";
+import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import type { RowDataPacket } from "mysql2";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+	closeMysqlPools,
+	type MysqlConfig,
+	type MysqlConnectionStats,
+	mysqlConnection,
+} from "../src/index.ts";
+import { configOf, invoke, recordingLogger } from "./helpers.ts";
+
+let admin: MysqlAdmin;
+let db: TestDatabase;
+
+beforeAll(async () => {
+	admin = await MysqlAdmin.connect();
+	db = await admin.createDatabase("mysql_pool");
+});
+
+afterEach(async () => {
+	await closeMysqlPools();
+	await admin.settleConnections(db.user, 0);
+});
+
+afterAll(async () => {
+	await admin.dropDatabase(db);
+	await admin.close();
+});
+
+const connectionIdQuery = "SELECT CONNECTION_ID() AS id";
+
+describe("mode pool", () => {
+	it("never holds more than connectionLimit server connections under 20 concurrent invocations", async () => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = middy()
+			.use(
+				mysqlConnection({
+					config: { ...configOf(db), connectionLimit: 3 },
+					mode: "pool",
+					onStats: (s) => void stats.push(s),
+				}),
+			)
+			.handler(async (_event, context) => {
+				const [rows] = await context.db.query<RowDataPacket[]>(
+					"SELECT CONNECTION_ID() AS id, SLEEP(0.05) AS s",
+				);
+				return Number(rows[0]?.id);
+			});
+		let running = true;
+		const samples: number[] = [];
+		const sampling = (async () => {
+			while (running) samples.push(await admin.connectionsOf(db.user));
+		})();
+		const ids = await Promise.all(Array.from({ length: 20 }, () => invoke<number>(handler)));
+		running = false;
+		await sampling;
+		expect(samples.length).toBeGreaterThan(0);
+		expect(Math.max(...samples)).toBeLessThanOrEqual(3);
+		expect(new Set(ids).size).toBeLessThanOrEqual(3);
+		expect(stats).toHaveLength(20);
+		expect(stats.filter((s) => s.connected)).toHaveLength(new Set(ids).size);
+		expect(stats.every((s) => s.acquired && s.closed === "released")).toBe(true);
+	});
+
+	it("reuses the warm connection: connected on the first invocation, not on the next", async () => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = middy()
+			.use(mysqlConnection({ config: configOf(db), mode: "pool", onStats: (s) => void stats.push(s) }))
+			.handler(async (_event, context) =>
+				Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+			);
+		const first = await invoke<number>(handler);
+		const second = await invoke<number>(handler);
+		expect(second).toBe(first);
+		expect(stats.map((s) => s.connected)).toEqual([true, false]);
+		expect(await admin.connectionsOf(db.user)).toBe(1);
+	});
+
+	it("resets the session: no user variable, temp table, session setting or transaction crosses invocations", async () => {
+		const handler = middy<{ step: "dirty" | "look" }>()
+			.use(mysqlConnection({ config: { ...configOf(db), connectionLimit: 1 }, mode: "pool" }))
+			.handler(async (event, context) => {
+				if (event.step === "dirty") {
+					await context.db.query("SET @leak = 42");
+					await context.db.query("CREATE TEMPORARY TABLE leak (a INT)");
+					await context.db.query("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'");
+					await context.db.query("SET SESSION time_zone = '+05:00'");
+					await context.db.execute("SELECT ? AS prepared", [1]);
+					await context.db.query("START TRANSACTION");
+				}
+				const [rows] = await context.db.query<RowDataPacket[]>(
+					`SELECT CONNECTION_ID() AS id, @leak AS leak, @@session.sql_mode AS sqlMode,
+					 @@session.time_zone AS timeZone, @@in_transaction AS inTransaction`,
+				);
+				const tempTable = await context.db.query("SELECT COUNT(*) FROM leak").then(
+					() => true,
+					() => false,
+				);
+				// a statement prepared by execute() in the dirty invocation is gone on the server: the client must
+				// not reuse its handle either
+				const [prepared] = await context.db.execute<RowDataPacket[]>("SELECT ? AS prepared", [2]);
+				return { ...rows[0], tempTable, prepared: prepared[0]?.prepared };
+			});
+		const dirty = await invoke<RowDataPacket>(handler, { step: "dirty" });
+		expect(dirty).toMatchObject({ leak: 42, timeZone: "+05:00", inTransaction: 1, tempTable: true });
+		const clean = await invoke<RowDataPacket>(handler, { step: "look" });
+		// the very same server connection, with nothing left of the previous invocation's session
+		expect(clean.id).toBe(dirty.id);
+		expect(clean).toMatchObject({
+			leak: null,
+			timeZone: "SYSTEM",
+			inTransaction: 0,
+			tempTable: false,
+			prepared: 2,
+		});
+		expect(clean.sqlMode).not.toBe("ALLOW_INVALID_DATES");
+	});
+
+	it("discards a warm connection that died while idle, before sending any statement", async () => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = middy()
+			.use(mysqlConnection({ config: configOf(db), mode: "pool", onStats: (s) => void stats.push(s) }))
+			.handler(async (_event, context) =>
+				Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+			);
+		const first = await invoke<number>(handler);
+		// a failover, or the server's wait_timeout, closes the idle connection in the pool
+		await admin.kill(first);
+		await admin.settleConnections(db.user, 0);
+		const second = await invoke<number>(handler);
+		expect(second).not.toBe(first);
+		expect(stats[1]).toMatchObject({ connected: true, closed: "released" });
+	});
+
+	it("does not reuse a connection idle longer than idleTimeout (mysql2's idle timer does not run while frozen)", async () => {
+		const handler = middy()
+			.use(mysqlConnection({ config: { ...configOf(db), idleTimeout: 50 }, mode: "pool" }))
+			.handler(async (_event, context) =>
+				Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+			);
+		const first = await invoke<number>(handler);
+		await new Promise((resolve) => setTimeout(resolve, 120));
+		const second = await invoke<number>(handler);
+		expect(second).not.toBe(first);
+		expect(await admin.settleConnections(db.user, 1)).toBe(1);
+	});
+
+	it("calls a config function when the pool has to connect, so a rotated password reaches new connections", async () => {
+		let password = db.password;
+		let calls = 0;
+		const handler = middy()
+			.use(
+				mysqlConnection({
+					config: async (): Promise<MysqlConfig> => {
+						calls += 1;
+						return { ...configOf(db), password, connectionLimit: 1 };
+					},
+					mode: "pool",
+					logger: recordingLogger().logger,
+				}),
+			)
+			.handler(async (_event, context) =>
+				Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+			);
+		const first = await invoke<number>(handler);
+		expect(calls).toBe(1);
+		// warm: a free connection is there, no need to ask for credentials
+		expect(await invoke<number>(handler)).toBe(first);
+		expect(calls).toBe(1);
+		// the password rotates, and the warm connection goes away
+		password = `${db.password}-rotated`;
+		await admin.query(`ALTER USER '${db.user}'@'%' IDENTIFIED BY ?`, [password]);
+		await admin.kill(first);
+		await admin.settleConnections(db.user, 0);
+		const third = await invoke<number>(handler);
+		expect(third).not.toBe(first);
+		expect(calls).toBe(2);
+		await admin.query(`ALTER USER '${db.user}'@'%' IDENTIFIED BY ?`, [db.password]);
+	});
+
+	it("shares one warm pool between middlewares with the same target, whatever their password", async () => {
+		const ids: number[] = [];
+		for (const password of [db.password, db.password]) {
+			const handler = middy()
+				.use(mysqlConnection({ config: { ...configOf(db), password }, mode: "pool" }))
+				.handler(async (_event, context) =>
+					Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+				);
+			ids.push(await invoke<number>(handler));
+		}
+		expect(ids[1]).toBe(ids[0]);
+	});
+});
+
+describe.each(["scoped", "pool"] as const)("mode %s: concurrent invocations in one process", (mode) => {
+	it("gives each concurrent invocation its own connection", async () => {
+		const handler = middy()
+			.use(
+				mysqlConnection({
+					config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 5 } : {}) },
+					mode,
+				}),
+			)
+			.handler(async (_event, context) => {
+				// hold the connection long enough for all five to be in flight at once
+				const [rows] = await context.db.query<RowDataPacket[]>(
+					"SELECT CONNECTION_ID() AS id, SLEEP(0.2) AS s",
+				);
+				const [again] = await context.db.query<RowDataPacket[]>(connectionIdQuery);
+				expect(again[0]?.id).toBe(rows[0]?.id);
+				return Number(rows[0]?.id);
+			});
+		const ids = await Promise.all(Array.from({ length: 5 }, () => invoke<number>(handler)));
+		expect(new Set(ids).size).toBe(5);
+	});
+});
