@@ -140,15 +140,24 @@ const CHILD_ENTRY = fileURLToPath(new URL("./execution-environment-child.ts", im
 const DEADLINE_GRACE_MS = 200;
 const LOG_LINES_KEPT = 500;
 
-// Every environment this process started, so that none outlives it, whatever the exit path.
+// Every environment this process started, so that none outlives it, whatever the exit path. A frozen child
+// would not even notice its parent is gone (it cannot run to see the IPC channel close): it must be killed.
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
 const installExitHook = () => {
 	if (exitHookInstalled) return;
 	exitHookInstalled = true;
-	process.once("exit", () => {
+	const killAll = () => {
 		for (const child of running) child.kill("SIGKILL");
-	});
+	};
+	process.once("exit", killAll);
+	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+		process.once(signal, () => {
+			killAll();
+			// Keep the signal's default outcome (the process ends) unless someone else handles it.
+			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+		});
+	}
 };
 
 const isStopped = (pid: number): boolean => {

@@ -5,6 +5,7 @@ export * from "./http-server.ts";
 export * from "./lambda-events.ts";
 export * from "./mysql-admin.ts";
 export * from "./mysql-server.ts";
+export * from "./partner-api.ts";
 export * from "./sql-file.ts";
 export * from "./tcp-proxy.ts";
 export * from "./tls-certificate.ts";
