@@ -1,7 +1,6 @@
 export * from "./bundle-handler.ts";
 export * from "./execution-environment.ts";
 export * from "./http-server.ts";
-export * from "./http-server.ts";
 export * from "./lambda-events.ts";
 export * from "./mysql-admin.ts";
 export * from "./mysql-server.ts";
