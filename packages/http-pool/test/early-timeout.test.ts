@@ -49,9 +49,9 @@ describe("Middy's early timeout (timeoutEarlyInMillis)", () => {
 
 	it("leaves the pool of one usable by the next invocation", async () => {
 		const middleware = httpPool({ origin: server.origin, connections: 1, logger: false });
-		const handler = middy({ timeoutEarlyInMillis: 100 })
+		const handler = middy<{ path: string }>({ timeoutEarlyInMillis: 100 })
 			.use(middleware)
-			.handler(async (event: { path: string }, context) => {
+			.handler(async (event, context) => {
 				const { body } = await context.http.request({ path: event.path, method: "GET" });
 				return body.json();
 			});
