@@ -94,8 +94,9 @@ const configSchema = {
 		charset: { type: "string" },
 		charsetNumber: integer(1),
 		connectTimeout: integer(1),
+		// any string passes here, so that a profile name other than "rds" gets its own message below
 		ssl: (value: unknown) =>
-			value === "rds" || (value !== null && typeof value === "object" && !Array.isArray(value)),
+			typeof value === "string" || (value !== null && typeof value === "object" && !Array.isArray(value)),
 		enableCleartextPlugin: { type: "boolean" },
 		authPlugins: { type: "object", additionalProperties: true },
 		authSwitchHandler: { instanceof: "Function" },

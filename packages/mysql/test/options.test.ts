@@ -1,0 +1,152 @@
+// Options are checked when mysqlConnection() is called, during the cold start: a mistake fails the deployment's
+// first invocation with a TypeError that names the option, not a later query with a driver error.
+import { describe, expect, it } from "vitest";
+import { defaults, mysqlConnection, mysqlConnectionValidateOptions } from "../src/index.ts";
+
+const config = { host: "db.example.com", user: "app", password: "pw", database: "app" };
+
+const invalid: [string, unknown, string][] = [
+	["options missing", undefined, "options must be an object"],
+	["config missing", {}, "Missing required option 'config'"],
+	["config a string", { config: "mysql://x" }, "Invalid option 'config'"],
+	["config null", { config: null }, "Invalid option 'config'"],
+	["unknown option", { config, pool: true }, "Unknown option 'pool'"],
+	["mode unknown", { config, mode: "cluster" }, `Option 'mode' must be one of ["scoped","pool"]`],
+	["transaction a string", { config, transaction: "yes" }, "Invalid option 'transaction'"],
+	[
+		"isolation level misspelt",
+		{ config, transaction: { isolationLevel: "READ-COMMITTED" } },
+		"Option 'transaction.isolationLevel' must be one of",
+	],
+	[
+		"transaction unknown key",
+		{ config, transaction: { readOnly: true } },
+		"Unknown option 'transaction.readOnly'",
+	],
+	["contextKey empty", { config, contextKey: "" }, "Option 'contextKey' must have length >= 1"],
+	["contextKey a number", { config, contextKey: 1 }, "Option 'contextKey' must be string"],
+	[
+		"contextKey a Lambda key",
+		{ config, contextKey: "awsRequestId" },
+		"Option 'contextKey' must not be a key",
+	],
+	["logger without methods", { config, logger: { log() {} } }, "Invalid option 'logger'"],
+	["logger true", { config, logger: true }, "Invalid option 'logger'"],
+	["onStats not a function", { config, onStats: "log" }, "Option 'onStats' must be instanceof Function"],
+	["logStats a string", { config, logStats: "yes" }, "Option 'logStats' must be boolean"],
+	["closeTimeout zero", { config, closeTimeout: 0 }, "Option 'closeTimeout' must be >= 1"],
+	["closeTimeout fractional", { config, closeTimeout: 1.5 }, "Option 'closeTimeout' must be integer"],
+	["host not a string", { config: { ...config, host: 42 } }, "Option 'config.host' must be string"],
+	["host empty", { config: { ...config, host: "" } }, "Option 'config.host' must have length >= 1"],
+	["no host", { config: { user: "app" } }, "Missing required option 'config.host'"],
+	["port zero", { config: { ...config, port: 0 } }, "Option 'config.port' must be >= 1"],
+	["port too high", { config: { ...config, port: 65_536 } }, "Option 'config.port' must be <= 65535"],
+	["port a string", { config: { ...config, port: "3306" } }, "Option 'config.port' must be integer"],
+	[
+		"password not a string",
+		{ config: { ...config, password: 1234 } },
+		"Option 'config.password' must be string",
+	],
+	[
+		"connectTimeout negative",
+		{ config: { ...config, connectTimeout: -1 } },
+		"Option 'config.connectTimeout' must be >= 1",
+	],
+	["a typo in config", { config: { ...config, hots: "x" } }, "Unknown option 'config.hots'"],
+	["malformed uri", { config: { uri: "not a url" } }, "Invalid option 'config.uri'"],
+	["uri of another scheme", { config: { uri: "postgres://u:p@h/db" } }, "Invalid option 'config.uri'"],
+	[
+		"deprecated ssl profile name",
+		{ config: { ...config, ssl: "Amazon RDS" } },
+		`Option 'config.ssl' must be an object or "rds"`,
+	],
+	["ssl true", { config: { ...config, ssl: true } }, "Invalid option 'config.ssl'"],
+	[
+		"multipleStatements a string",
+		{ config: { ...config, multipleStatements: "on" } },
+		"Option 'config.multipleStatements' must be boolean",
+	],
+	[
+		"pool option in scoped mode",
+		{ config: { ...config, connectionLimit: 2 } },
+		`Option 'config.connectionLimit' applies to mode "pool" only`,
+	],
+	[
+		"connectionLimit zero",
+		{ config: { ...config, connectionLimit: 0 }, mode: "pool" },
+		"Option 'config.connectionLimit' must be >= 1",
+	],
+	[
+		"queueLimit negative",
+		{ config: { ...config, queueLimit: -1 }, mode: "pool" },
+		"Option 'config.queueLimit' must be >= 0",
+	],
+	[
+		"resetOnRelease true",
+		{ config: { ...config, resetOnRelease: true }, mode: "pool" },
+		"Invalid option 'config.resetOnRelease'",
+	],
+];
+
+describe("mysqlConnection() options", () => {
+	it.each(invalid)("rejects %s with a TypeError naming the option", (_case, options, message) => {
+		const call = () => mysqlConnection(options as never);
+		expect(call).toThrow(TypeError);
+		expect(call).toThrow(message);
+		try {
+			call();
+		} catch (error) {
+			expect((error as Error & { cause?: { package?: string } }).cause?.package).toBe("@middy-conn/mysql");
+		}
+	});
+
+	it.each([
+		["an object config", { config }],
+		["a config function", { config: () => config }],
+		["a mysql:// uri", { config: { uri: "mysql://app:pw@db.example.com:3306/app" } }],
+		["a socket path", { config: { socketPath: "/var/run/mysqld/mysqld.sock", user: "app" } }],
+		["the rds TLS shorthand", { config: { ...config, ssl: "rds" } }],
+		["an ssl object", { config: { ...config, ssl: { ca: "pem", rejectUnauthorized: true } } }],
+		[
+			"pool options in pool mode",
+			{
+				config: { ...config, connectionLimit: 2, maxIdle: 1, idleTimeout: 30_000, queueLimit: 10 },
+				mode: "pool",
+			},
+		],
+		["an isolation level", { config, transaction: { isolationLevel: "SERIALIZABLE" } }],
+		["a silenced logger", { config, logger: false }],
+		[
+			"everything",
+			{
+				config,
+				mode: "pool",
+				transaction: true,
+				contextKey: "orders",
+				logger: console,
+				onStats() {},
+				logStats: true,
+				closeTimeout: 500,
+			},
+		],
+	])("accepts %s", (_case, options) => {
+		expect(() => mysqlConnection(options as never)).not.toThrow();
+	});
+
+	it("fills in the documented defaults", () => {
+		const settings = mysqlConnectionValidateOptions({ config });
+		expect(settings).toMatchObject({
+			mode: "scoped",
+			transaction: false,
+			contextKey: "db",
+			logStats: false,
+			closeTimeout: 1000,
+		});
+		expect(defaults.logger).toBe(console);
+	});
+
+	it("does not touch the network when the middleware is created", () => {
+		// an unreachable host is fine until an invocation uses context.db
+		expect(() => mysqlConnection({ config: { host: "203.0.113.1", port: 3306 } })).not.toThrow();
+	});
+});
