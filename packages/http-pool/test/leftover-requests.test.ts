@@ -117,4 +117,33 @@ describe("what an invocation leaves open when it ends", () => {
 		);
 		await vi.waitFor(() => expect(server.stats.open).toBe(0));
 	});
+
+	it("tears everything down at once when an onError throws and Middy rethrows without running ours", async () => {
+		const stats: HttpPoolStats[] = [];
+		let inFlight: Promise<unknown> | undefined;
+		let taskSignal: AbortSignal | undefined;
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
+			inFlight = context.http.request({ path: "/hang", method: "GET" });
+			inFlight.catch(() => {});
+			context.waitUntil((signal) => {
+				taskSignal = signal;
+				return new Promise(() => {});
+			});
+			await vi.waitFor(() => expect(server.receivedCount("GET", "/hang")).toBe(1));
+			throw new Error("handler failed");
+		})
+			.use(poolOfOne(stats))
+			.use({
+				onError: () => {
+					throw new Error("onError failed too");
+				},
+			});
+
+		await expect(handler({}, lambdaContext(10_000))).rejects.toThrow("onError failed too");
+
+		await expect(inFlight).rejects.toMatchObject({ code: errorCodes.invocationEnded });
+		expect(taskSignal?.aborted).toBe(true);
+		expect(stats[0]).toMatchObject({ leftovers: { aborted: 1 }, background: { aborted: 1 } });
+		await vi.waitFor(() => expect(server.stats.open).toBe(0));
+	});
 });
