@@ -165,7 +165,7 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 		statusMessage?: string,
 	) {
 		const guard = this.#controllerFor(controller);
-		if (statusCode >= 200) {
+		if (statusCode >= 200 && this.#phase !== "done") {
 			this.#phase = "streaming";
 			const length = Number(headers["content-length"]);
 			this.#contentLength = Number.isFinite(length) && length >= 0 ? length : undefined;

@@ -10,7 +10,7 @@
 // 2. the innermost interceptor, next to the pool, runs the pool's dispatch inside an AsyncLocalStorage holding
 //    that record. undici builds its internal Request synchronously inside that dispatch, or later from its pool
 //    queue inside the async context captured when the request was queued, so `undici:request:create` sees the
-//    record and pins it on the Request object;
+//    record and pins it on the Request object (once: see `Creating`);
 // 3. `undici:client:sendHeaders` hands over that Request and its socket.
 // The state kept here is about sockets and undici's Request objects (symbol properties on them, collected with
 // them), never about an invocation.
@@ -54,7 +54,16 @@ const kOwner = Symbol("@middy-conn/http-pool/owner");
 /** On a socket: connected, and nothing written on it yet. */
 const kFresh = Symbol("@middy-conn/http-pool/fresh");
 
-const creating = new AsyncLocalStorage<RequestAttribution | undefined>();
+/**
+ * What the create subscriber reads. A box, emptied by the first Request created in it: the sockets and timers
+ * undici starts inside that dispatch inherit the async context, and must not hand the record to requests
+ * created later from their callbacks.
+ */
+interface Creating {
+	attribution: RequestAttribution | undefined;
+}
+
+const creating = new AsyncLocalStorage<Creating | undefined>();
 
 type Tagged = Record<symbol, unknown>;
 
@@ -65,8 +74,10 @@ export const subscribeTelemetry = (): void => {
 	if (subscribed) return;
 	subscribed = true;
 	diagnosticsChannel.subscribe("undici:request:create", (message) => {
-		const attribution = creating.getStore();
-		if (!attribution) return;
+		const box = creating.getStore();
+		const attribution = box?.attribution;
+		if (!box || !attribution) return;
+		box.attribution = undefined;
 		((message as { request: object }).request as Tagged)[kOwner] = attribution;
 		attribution.onAttempt();
 	});
@@ -90,5 +101,5 @@ export const subscribeTelemetry = (): void => {
 export const attributionInterceptor: Dispatcher.DispatcherComposeInterceptor = (dispatch) =>
 	function attribute(opts, handler) {
 		const attribution = (opts as unknown as Tagged)[kAttribution] as RequestAttribution | undefined;
-		return creating.run(attribution, dispatch, opts, handler);
+		return creating.run(attribution ? { attribution } : undefined, dispatch, opts, handler);
 	};
