@@ -20,7 +20,7 @@ import {
 	resolveConfig,
 } from "./options.ts";
 
-export type { MiddyConnError } from "@middy-conn/lifecycle";
+export { MiddyConnError } from "@middy-conn/lifecycle";
 export type { InvocationDb } from "./invocation-connection.ts";
 export type {
 	IsolationLevel,

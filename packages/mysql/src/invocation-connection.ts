@@ -323,9 +323,11 @@ export class InvocationConnection {
 	}
 
 	async #acquire(signal: AbortSignal): Promise<Lease> {
-		const started = performance.now();
+		let started: number | undefined;
 		for (let attempt = 0; ; attempt += 1) {
 			const pool = await this.#pool();
+			// like scoped mode, connectMs leaves out the config function's time
+			started ??= performance.now();
 			if (signal.aborted) throw closedError(this.#shared.settings.contextKey);
 			let connection: Connection;
 			try {

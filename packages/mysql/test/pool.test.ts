@@ -181,6 +181,29 @@ describe("mode pool", () => {
 		await admin.query(`ALTER USER '${db.user}'@'%' IDENTIFIED BY ?`, [db.password]);
 	});
 
+	it("gives back a connection that arrives after its invocation timed out waiting for it", async () => {
+		const handler = middy<{ hold: number }>()
+			.use(mysqlConnection({ config: { ...configOf(db), connectionLimit: 1 }, mode: "pool", logger: false }))
+			.handler(async (event, context) => {
+				const [rows] = await context.db.query<RowDataPacket[]>(
+					"SELECT CONNECTION_ID() AS id, SLEEP(?) AS s",
+					[event.hold],
+				);
+				return Number(rows[0]?.id);
+			});
+		// the first holds the only connection; the second waits in the pool's queue until Middy's timeout
+		const holding = invoke<number>(handler, { hold: 0.5 });
+		const waiting = await invoke(handler, { hold: 0 }, { timeoutMs: 150 }).then(
+			() => undefined,
+			(error: Error) => error.name,
+		);
+		expect(waiting).toBe("TimeoutError");
+		const first = await holding;
+		// the connection handed to the timed-out invocation went back to the pool, unused: the next one gets it
+		expect(await invoke<number>(handler, { hold: 0 })).toBe(first);
+		expect(await admin.connectionsOf(db.user)).toBe(1);
+	});
+
 	it("shares one warm pool between middlewares with the same target, whatever their password", async () => {
 		const ids: number[] = [];
 		for (const password of [db.password, db.password]) {
