@@ -9,7 +9,7 @@
 // with it a REPEATABLE READ read view or a transaction that a failed invocation left open. The next invocations
 // then read a stale snapshot and miss rows that other functions have committed (seed 003).
 import type { MiddlewareObj, Request } from "@middy/core";
-import { invocationEndFromError, safeLogger } from "@middy-conn/lifecycle";
+import { type InvocationEnd, invocationEndFromError, safeLogger } from "@middy-conn/lifecycle";
 import type { InvocationDb, Shared } from "./invocation-connection.ts";
 import { InvocationConnection } from "./invocation-connection.ts";
 import {
@@ -31,6 +31,8 @@ export type {
 export { defaultConnectTimeout, defaults, mysqlConnectionValidateOptions } from "./options.ts";
 export { closeMysqlPools } from "./pool-cache.ts";
 export type { MysqlConnectionStats } from "./telemetry.ts";
+
+const success: InvocationEnd = { kind: "success" };
 
 /** The Lambda context as Middy types it. */
 type LambdaContext = Request["context"];
@@ -76,22 +78,19 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 	};
 
 	// Success: commit (with the transaction option), then end or reset and release. A failed COMMIT fails the
-	// invocation: the error goes on to the onError chain.
-	const mysqlConnectionMiddlewareAfter = async (request: Request): Promise<void> => {
-		await (request as WithSlot)[slot]?.finish({ kind: "success" });
-	};
+	// invocation: the error goes on to the onError chain. Not async: an invocation that never used the connection
+	// has nothing to wait for, and Middy skips the await when no promise is returned.
+	const mysqlConnectionMiddlewareAfter = (request: Request): Promise<void> | undefined =>
+		(request as WithSlot)[slot]?.finish(success);
 
-	// Failure or Middy's early timeout: roll back (or destroy a busy connection). Never throws: the invocation
+	// Failure or Middy's early timeout: roll back (or destroy a busy connection). Never rejects: the invocation
 	// already fails with its own error, which must not be replaced by a cleanup error.
-	const mysqlConnectionMiddlewareOnError = async (request: Request): Promise<void> => {
-		try {
-			await (request as WithSlot)[slot]?.finish(invocationEndFromError(request.error));
-		} catch (error) {
+	const mysqlConnectionMiddlewareOnError = (request: Request): Promise<void> | undefined =>
+		(request as WithSlot)[slot]?.finish(invocationEndFromError(request.error))?.catch((error: unknown) => {
 			// Only a COMMIT failure from `after` is thrown by finish(), and it is already the invocation's error.
 			if (error !== request.error)
 				shared.logger.warn("@middy-conn/mysql: cleanup failed", { error: String(error) });
-		}
-	};
+		});
 
 	return {
 		before: mysqlConnectionMiddlewareBefore,

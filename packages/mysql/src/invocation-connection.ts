@@ -158,7 +158,6 @@ export class InvocationConnection {
 	#begin: Promise<void> | undefined;
 	#begun = false;
 	#scopeClose: ((end: InvocationEnd) => Promise<void>) | undefined;
-	#unusedClose: Promise<void> | undefined;
 	#reported = false;
 
 	constructor(shared: Shared, request: Request) {
@@ -187,15 +186,15 @@ export class InvocationConnection {
 
 	readonly connection = (): Promise<Connection> => this.#ready(true);
 
-	/** Ends the invocation's use of the connection; idempotent (after, then onError, then the scope). */
-	finish(end: InvocationEnd): Promise<void> {
+	/**
+	 * Ends the invocation's use of the connection; idempotent (after, then onError, then the scope). Returns
+	 * nothing when there is nothing to wait for (the connection was never used), so that Middy does not await.
+	 */
+	finish(end: InvocationEnd): Promise<void> | undefined {
 		if (this.#scopeClose) return this.#scopeClose(end);
 		// Never used: nothing was opened, nothing was registered with the scope. Refuse later use and report.
-		this.#unusedClose ??= (async () => {
-			this.#ended = true;
-			await this.#report();
-		})();
-		return this.#unusedClose;
+		this.#ended = true;
+		return this.#report();
 	}
 
 	#statement<T>(run: (connection: Connection) => Promise<T>): Promise<T> {
@@ -478,12 +477,12 @@ export class InvocationConnection {
 		void this.#report();
 	}
 
-	async #report(): Promise<void> {
-		if (this.#reported) return;
+	#report(): Promise<void> | undefined {
+		if (this.#reported) return undefined;
 		this.#reported = true;
 		const { settings, logger } = this.#shared;
-		if (!settings.onStats && !settings.logStats) return;
-		await reportStats(
+		if (!settings.onStats && !settings.logStats) return undefined;
+		return reportStats(
 			{ logger, logStats: settings.logStats, onStats: settings.onStats },
 			this.#stats,
 			this.#request,

@@ -6,7 +6,7 @@ import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
 import type { RowDataPacket } from "mysql2";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
+import { configOf, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
 
 let admin: MysqlAdmin;
 let db: TestDatabase;
@@ -229,6 +229,36 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 		const next = await invoke<number>(handler, {});
 		expect(next).not.toBe(killed);
 		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("bounds the close by closeTimeout when the server stops answering, then destroys the socket", async () => {
+		const proxy = await startFreezableProxy(db);
+		try {
+			const stats: MysqlConnectionStats[] = [];
+			const handler = middy<{ freeze: boolean }>()
+				.use(
+					mysqlConnection({
+						config: { ...configOf(db), host: proxy.host, port: proxy.port },
+						mode,
+						closeTimeout: 100,
+						logger: false,
+						onStats: (s) => void stats.push(s),
+					}),
+				)
+				.handler(async (event, context) => {
+					const [rows] = await context.db.query<RowDataPacket[]>("SELECT CONNECTION_ID() AS id");
+					// the path to the server goes silent: the QUIT (scoped) or the reset (pool) gets no answer
+					if (event.freeze) proxy.freeze();
+					return Number(rows[0]?.id);
+				});
+			const frozen = await invoke<number>(handler, { freeze: true });
+			expect(stats[0]?.closed).toBe("destroyed");
+			// the next invocation gets a new connection, and closes it normally
+			expect(await invoke<number>(handler, { freeze: false })).not.toBe(frozen);
+			expect(stats[1]?.closed).toBe(mode === "pool" ? "released" : "ended");
+		} finally {
+			await proxy.close();
+		}
 	});
 
 	it("refuses statements once the invocation has ended, rather than opening a connection nothing would close", async () => {

@@ -1,7 +1,7 @@
 // Mode "pool": a warm pool per execution environment, one connection acquired per invocation, reset before it
 // goes back, never more connections than `connectionLimit`; and concurrency in both modes.
 import middy from "@middy/core";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { MysqlAdmin, startTcpProxy, type TestDatabase } from "@middy-conn/test-harness";
 import type { RowDataPacket } from "mysql2";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -10,7 +10,7 @@ import {
 	type MysqlConnectionStats,
 	mysqlConnection,
 } from "../src/index.ts";
-import { configOf, invoke, recordingLogger } from "./helpers.ts";
+import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 let admin: MysqlAdmin;
 let db: TestDatabase;
@@ -133,6 +133,62 @@ describe("mode pool", () => {
 		const second = await invoke<number>(handler);
 		expect(second).not.toBe(first);
 		expect(stats[1]).toMatchObject({ connected: true, closed: "released" });
+	});
+
+	it("fails a statement sent on a connection a NAT silently dropped, and does not replay it", async () => {
+		const nat = await startTcpProxy(db);
+		try {
+			await admin.query(
+				`CREATE TABLE IF NOT EXISTS \`${db.database}\`.events (id INT AUTO_INCREMENT PRIMARY KEY)`,
+			);
+			const handler = middy<{ insert: boolean }>()
+				.use(
+					mysqlConnection({
+						config: { ...configOf(db), host: nat.host, port: nat.port },
+						mode: "pool",
+						logger: false,
+					}),
+				)
+				.handler(async (event, context) => {
+					if (event.insert) await context.db.query("INSERT INTO events () VALUES ()");
+					return Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id);
+				});
+			const warm = await invoke<number>(handler, { insert: false });
+			// frozen past the NAT's idle timeout: the flow is forgotten, and nobody is told
+			expect(nat.dropIdle()).toBe(1);
+			const { error } = await outcome(invoke(handler, { insert: true }));
+			expect(error).toMatchObject({ name: "MiddyConnError", code: "ECONNRESET" });
+			expect((error as Error).message).toMatch(/not retried/);
+			// the next invocation gets a new connection; the failed INSERT was never replayed
+			expect(await invoke<number>(handler, { insert: false })).not.toBe(warm);
+			const rows = await admin.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${db.database}\`.events`);
+			expect(rows[0]?.n).toBe(0);
+		} finally {
+			await nat.close();
+		}
+	});
+
+	it("never sends a statement on a connection idle longer than idleTimeout, so a NAT drop goes unnoticed", async () => {
+		const nat = await startTcpProxy(db);
+		try {
+			const handler = middy()
+				.use(
+					mysqlConnection({
+						config: { ...configOf(db), host: nat.host, port: nat.port, idleTimeout: 50 },
+						mode: "pool",
+						logger: false,
+					}),
+				)
+				.handler(async (_event, context) =>
+					Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+				);
+			const warm = await invoke<number>(handler);
+			await new Promise((resolve) => setTimeout(resolve, 100));
+			expect(nat.dropIdle()).toBe(1);
+			expect(await invoke<number>(handler)).not.toBe(warm);
+		} finally {
+			await nat.close();
+		}
 	});
 
 	it("does not reuse a connection idle longer than idleTimeout (mysql2's idle timer does not run while frozen)", async () => {
