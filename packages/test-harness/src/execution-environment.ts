@@ -171,6 +171,8 @@ const isStopped = (pid: number): boolean => {
 };
 
 interface Pending {
+	/** The process it was sent to: only that process's exit can end it. */
+	proc: Process;
 	id: number;
 	requestId: string;
 	cold: boolean;
@@ -297,7 +299,7 @@ export const startExecutionEnvironment = async (
 				current = undefined;
 				frozen = false;
 			}
-			if (!pending) return;
+			if (pending?.proc !== proc) return;
 			if (!killed) stats.crashes++;
 			const crash = proc.crash ?? {
 				kind: "Runtime.ExitError" as const,
@@ -352,6 +354,7 @@ export const startExecutionEnvironment = async (
 		if (cold) stats.coldStarts++;
 		const outcome = await new Promise<InvocationOutcome>((resolve) => {
 			pending = {
+				proc,
 				id,
 				requestId,
 				cold,
