@@ -16,6 +16,7 @@ const POOL_SIZE = 4;
 export const NAMES = {
 	scoped: "mysqlConnection scoped (middy)",
 	rawConnect: "mysql2 createConnection + query + end (middy)",
+	rawConnectClosed: "mysql2 createConnection + query + end, await close (middy)",
 	pool: "mysqlConnection pool (middy)",
 	rawPool: "mysql2 pool getConnection + query + release (middy)",
 	rawPoolReset: "mysql2 pool + reset() before release (middy)",
@@ -58,6 +59,26 @@ const connectContenders = (config: Config, module: MysqlModule | undefined): Con
 		name: NAMES.rawConnect,
 		note: "the hand-written safe pattern, seed 003: connect in the handler, `end()` in `finally`",
 		invoke: invoker(rawHandler),
+	});
+	const closedHandler = middy(async () => {
+		const connection = await mysql.createConnection(config);
+		// mysql2's end() resolves as soon as QUIT is queued. The contract (issue 4) also wants the session gone
+		// before the invocation returns: wait for the server to close the socket.
+		const socket = (connection as unknown as { connection: { stream: import("node:net").Socket } }).connection
+			.stream;
+		const closed = new Promise((resolve) => socket.once("close", resolve));
+		try {
+			const [rows] = await connection.query(SQL, [benchEvent.id]);
+			return checkRows(rows, NAMES.rawConnectClosed);
+		} finally {
+			await connection.end();
+			await closed;
+		}
+	});
+	contenders.push({
+		name: NAMES.rawConnectClosed,
+		note: "the same, and waits for the server to close the socket, as scoped mode must (not a goal; explains one)",
+		invoke: invoker(closedHandler),
 	});
 	return contenders;
 };
@@ -159,7 +180,7 @@ export const runDbGroup = async (
 					description: "Connect, authenticate, one indexed SELECT, close. The reference is raw mysql2.",
 					reference: NAMES.rawConnect,
 					contenders: connect,
-					...pace(mode, { budgetMs: 20_000, batch: 10 }),
+					...pace(mode, { budgetMs: 18_000, batch: 10 }),
 				},
 				mode.log,
 			),
@@ -180,7 +201,7 @@ export const runDbGroup = async (
 						"One indexed SELECT on a connection that already exists. The reference is the raw mysql2 pool.",
 					reference: NAMES.rawPool,
 					contenders: warm,
-					...pace(mode, { budgetMs: 20_000, batch: 20 }),
+					...pace(mode, { budgetMs: 15_000, batch: 20 }),
 				},
 				mode.log,
 			),

@@ -222,8 +222,8 @@ export const runHttpGroup = async (
 	const reference = httpPool ? NAMES.httpPool : NAMES.barePool;
 
 	for (const [workload, budgetMs] of [
-		[SMALL, 25_000],
-		[LARGE, 20_000],
+		[SMALL, 20_000],
+		[LARGE, 15_000],
 	] as const) {
 		mode.log(`${workload.title}`);
 		const contenders = requestContenders(peer, workload, httpPool);
@@ -259,7 +259,7 @@ export const runHttpGroup = async (
 						"The work is delivered before the invocation returns in both contenders; the reference is the hand-written `await Promise.all`.",
 					reference: NAMES.backgroundAwaited,
 					contenders,
-					...pace(mode, { budgetMs: 12_000, batch: 10 }),
+					...pace(mode, { budgetMs: 10_000, batch: 10 }),
 				},
 				mode.log,
 			),

@@ -7,12 +7,26 @@
 //
 // The packages are written in parallel with this benchmark: a missing or broken one is reported and its
 // contenders are skipped, instead of failing the whole run.
+//
+// MIDDY_CONN_BENCH_SOURCES=<dir> takes a package from <dir>/packages/<name>/src/index.ts when that exists, to
+// measure a proposed change against the same run's baselines without touching the working tree (a patched copy
+// outside the repo still resolves undici, mysql2 and @middy/* from the repo's node_modules when placed under it,
+// e.g. in .tmp/).
 import { existsSync } from "node:fs";
 import { registerHooks } from "node:module";
+import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const root = new URL("../../", import.meta.url);
-const sourceOf = (name: string) => new URL(`packages/${name}/src/index.ts`, root);
+const override = process.env.MIDDY_CONN_BENCH_SOURCES
+	? pathToFileURL(`${resolve(process.env.MIDDY_CONN_BENCH_SOURCES)}/`)
+	: undefined;
+
+const sourceOf = (name: string): URL => {
+	const path = `packages/${name}/src/index.ts`;
+	if (override && existsSync(new URL(path, override))) return new URL(path, override);
+	return new URL(path, root);
+};
 
 registerHooks({
 	resolve(specifier, context, nextResolve) {
@@ -38,8 +52,11 @@ const load = async <T>(name: string): Promise<Loaded<T>> => {
 	const source = sourceOf(name);
 	if (!existsSync(source))
 		return { module: undefined, problem: `packages/${name}/src/index.ts does not exist yet` };
+	if (override && source.href.startsWith(override.href)) {
+		process.stderr.write(`[bench] ${name} from ${source.pathname}\n`);
+	}
 	try {
-		return { module: (await import(pathToFileURL(source.pathname).href)) as T, problem: undefined };
+		return { module: (await import(source.href)) as T, problem: undefined };
 	} catch (error) {
 		return { module: undefined, problem: `packages/${name} failed to load: ${String(error)}` };
 	}

@@ -12,6 +12,7 @@ import { type Mode, pace } from "./settings.ts";
 export const NAMES = {
 	bare: "bare handler",
 	middy: "middy alone",
+	noop: "middy + 2 no-op middlewares",
 	both: "middy + httpPool + mysqlConnection (untouched)",
 	httpPoolOnly: "middy + httpPool (untouched)",
 	mysqlOnly: "middy + mysqlConnection (untouched)",
@@ -42,6 +43,14 @@ export const runOverheadGroup = async (
 		name: NAMES.middy,
 		note: "`middy(handler)` with no middleware",
 		invoke: invoker(plain),
+	});
+	// What any two middlewares cost: middy awaits each before/after hook, even a synchronous no-op.
+	const noopMiddleware = () => ({ before: () => {}, after: () => {}, onError: () => {} });
+	const noop = middy(respond).use(noopMiddleware()).use(noopMiddleware());
+	contenders.push({
+		name: NAMES.noop,
+		note: "two middlewares whose `before`/`after`/`onError` do nothing: the floor for any two (not a goal)",
+		invoke: invoker(noop),
 	});
 	if (httpPool && mysql) {
 		const both = middy(respond)

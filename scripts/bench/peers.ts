@@ -1,6 +1,7 @@
 // The servers every group talks to, on loopback only: an HTTPS peer in its own process, and a throwaway MySQL
 // (the test harness's mariadbd, or MYSQL_URL). Both are registered for cleanup the moment they exist.
 import type { ChildProcess } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import mysql from "mysql2/promise";
 import { MysqlAdmin, startMysqlServer, type TestDatabase } from "../../packages/test-harness/src/index.ts";
@@ -69,8 +70,26 @@ const SCHEMA = [
 	"INSERT INTO orders (id, customer, total) VALUES (1, 'ada', 12.50), (2, 'grace', 99.00), (3, 'linus', 7.25)",
 ];
 
+/**
+ * The harness puts the server's datadir in os.tmpdir() and removes datadirs there whose owner is gone. Other
+ * runs on the same machine (tests, other benchmarks) do that in /tmp; a private temp dir under .tmp/ keeps this
+ * run's server out of their reach for its whole life.
+ */
+const startPrivateMysqlServer = async () => {
+	const previous = process.env.TMPDIR;
+	const privateTmp = fileURLToPath(new URL("../../.tmp/bench/tmp", import.meta.url));
+	mkdirSync(privateTmp, { recursive: true });
+	process.env.TMPDIR = privateTmp;
+	try {
+		return await startMysqlServer();
+	} finally {
+		if (previous === undefined) delete process.env.TMPDIR;
+		else process.env.TMPDIR = previous;
+	}
+};
+
 export const startDbPeer = async (): Promise<DbPeer> => {
-	const server = await startMysqlServer();
+	const server = await startPrivateMysqlServer();
 	const stopServer = defer(() => server.stop());
 	const admin = await MysqlAdmin.connect(server.adminUrl);
 	const closeAdmin = defer(() => admin.close());

@@ -14,6 +14,8 @@ export interface MachineInfo {
 	cores: number;
 	memoryGiB: number;
 	os: string;
+	/** 1-minute load average when the run started: other work on the machine widens the spread. */
+	loadAverage: number;
 	node: string;
 	v8: string;
 	undici: string;
@@ -54,6 +56,7 @@ export const machineInfo = (): MachineInfo => {
 		cores: cpus.length,
 		memoryGiB: Math.round(os.totalmem() / 2 ** 30),
 		os: `${os.type()} ${os.release()} ${os.arch()}`,
+		loadAverage: os.loadavg()[0] ?? 0,
 		node: process.version,
 		v8: process.versions.v8,
 		undici: versionOf("undici"),
@@ -216,7 +219,7 @@ export const renderMarkdown = (results: BenchResults, chartFile: string): string
 			: "",
 		`What reuse buys and what the middlewares cost, measured side by side in **one run** on ${date}: within each comparison the contenders run interleaved in rounds in one process, so drift hits them alike. Figures are per invocation; ratios are medians divided by the reference's median in the same comparison. The per-round ratio (IQR) is the same ratio computed round by round, 25th to 75th percentile: how stable it is.`,
 		"",
-		`- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB memory, ${machine.os}`,
+		`- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB memory, ${machine.os}; load average ${machine.loadAverage.toFixed(2)} at the start`,
 		`- Node ${machine.node} (V8 ${machine.v8}); undici ${machine.undici}, mysql2 ${machine.mysql2}, @middy/core ${machine.middy}${results.mysqlVersion ? `; MySQL server ${results.mysqlVersion} (throwaway, loopback)` : ""}`,
 		"- HTTP peer: the test harness's HTTPS server (TLS 1.3, EC P-256 self-signed certificate), keep-alive, in its own process on loopback",
 		`- Run: \`pnpm bench${results.quick ? " --quick" : ""}\`, ${(results.elapsedMs / 1000).toFixed(0)} s in all`,

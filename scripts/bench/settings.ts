@@ -38,4 +38,4 @@ export const memoryPlan = (mode: Mode) =>
 			};
 
 /** Cold-start group: spawns per variant (interleaved). */
-export const coldStartRounds = (mode: Mode) => (mode.quick ? 2 : 15);
+export const coldStartRounds = (mode: Mode) => (mode.quick ? 2 : 12);
