@@ -220,7 +220,16 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 
 	say("bundling the examples with esbuild, as `sam build` does");
 	const work = mkdtempSync(join(tmpdir(), "middy-conn-demo-"));
-	cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+	const removeWork = () => rmSync(work, { recursive: true, force: true });
+	cleanups.push(removeWork);
+	// Interrupted (Ctrl-C): the harness stops MySQL and kills the environments on the same signal; the bundles go
+	// too. The signal then ends the process as it would have.
+	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+		process.once(signal, () => {
+			removeWork();
+			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+		});
+	}
 	const bundles: Record<string, string> = {};
 	const sizes: string[] = [];
 	for (const example of ["orders-api", "read-after-write", "webhook-relay"]) {
