@@ -184,7 +184,8 @@ export class InvocationScope {
 	#trapErrorInOnError() {
 		const request = this.#request;
 		let current = request.error;
-		let assignments = 0;
+		// A scope created during the onError phase has already seen Middy's first assignment.
+		let assignments = current === undefined || current === null ? 0 : 1;
 		Object.defineProperty(request, "error", {
 			configurable: true,
 			enumerable: true,

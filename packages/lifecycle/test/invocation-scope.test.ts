@@ -118,6 +118,31 @@ describe("invocation scope", () => {
 		expect(log).toEqual(["res:open", "res:destroy"]);
 	});
 
+	it("destroys synchronously when the scope is first used in onError and a later onError throws", async () => {
+		const log: string[] = [];
+		const handler = middy(async () => {
+			throw new Error("boom");
+		})
+			.use({
+				onError: () => {
+					throw new Error("error handler failed");
+				},
+			})
+			.use({
+				onError: (request) => {
+					invocationScope(request).add({
+						name: "late",
+						close: () => {
+							log.push("late:close");
+						},
+						destroy: () => log.push("late:destroy"),
+					});
+				},
+			});
+		await expect(handler({}, context)).rejects.toThrow("error handler failed");
+		expect(log).toEqual(["late:destroy"]);
+	});
+
 	it("classifies Middy's early timeout as a timeout", async () => {
 		const log: string[] = [];
 		const handler = middy(async () => new Promise((resolve) => setTimeout(resolve, 1000)), {

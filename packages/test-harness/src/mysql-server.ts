@@ -193,6 +193,8 @@ export const startMysqlServer = async (): Promise<MysqlServer> => {
 		"--bind-address=127.0.0.1",
 		`--pid-file=${join(datadir, "server.pid")}`,
 		`--log-error=${errorLog}`,
+		// temp tables in our own folder: servers from other runs share /tmp and can collide on file names
+		`--tmpdir=${dir}`,
 		"--skip-name-resolve",
 		"--skip-log-bin",
 		"--max-connections=1000",
