@@ -118,7 +118,8 @@ const waitForExit = async (child: ChildProcess, ms: number) => {
 	if (child.exitCode !== null || child.signalCode !== null) return true;
 	return Promise.race([
 		new Promise<boolean>((resolve) => child.once("exit", () => resolve(true))),
-		sleep(ms).then(() => false),
+		// unref'd: a server that stopped in time must not keep the caller's process alive for the rest of `ms`
+		sleep(ms, false, { ref: false }),
 	]);
 };
 
