@@ -40,7 +40,8 @@ const isThenable = (value: unknown): value is PromiseLike<unknown> =>
 	typeof (value as { then?: unknown }).then === "function";
 
 export class BackgroundTasks {
-	readonly #abort = new AbortController();
+	// Made on first use: most invocations register no function task, and an AbortController is not free.
+	#abortController: AbortController | undefined;
 	readonly #pending = new Map<Entry, Promise<void>>();
 	readonly #counts: HttpPoolStats["background"] = { finished: 0, failed: 0, aborted: 0 };
 	readonly #logger: Logger;
@@ -58,6 +59,11 @@ export class BackgroundTasks {
 		const holder = request as Request & { [kTasks]?: BackgroundTasks };
 		holder[kTasks] ??= new BackgroundTasks(logger);
 		return holder[kTasks];
+	}
+
+	get #abort(): AbortController {
+		this.#abortController ??= new AbortController();
+		return this.#abortController;
 	}
 
 	/** Fires at the wait deadline (and on destroy): tasks should stop. */
@@ -137,7 +143,7 @@ export class BackgroundTasks {
 
 	#abortPending(reason: Error, why: string) {
 		const left = [...this.#pending.keys()];
-		if (!this.#abort.signal.aborted) this.#abort.abort(reason);
+		if (this.#abortController && !this.#abortController.signal.aborted) this.#abortController.abort(reason);
 		for (const listener of this.#onDeadline) {
 			try {
 				listener(reason);
@@ -164,6 +170,11 @@ export class BackgroundTasks {
 	 */
 	drain(deadlineMs: number, deadlineError: () => Error): Promise<void> {
 		if (this.#state === "ended") return Promise.resolve();
+		if (this.#pending.size === 0 && !this.#draining) {
+			// Nothing to wait for (the common case): no timer, no race.
+			this.#state = "ended";
+			return Promise.resolve();
+		}
 		this.#draining ??= this.#drain(deadlineMs, deadlineError);
 		return this.#draining;
 	}
@@ -188,10 +199,13 @@ export class BackgroundTasks {
 		}
 	}
 
-	/** Synchronous end, when Middy leaves no time to wait: every task still running is aborted. */
-	destroy(reason: Error): void {
+	/**
+	 * Synchronous end, when Middy leaves no time to wait: every task still running is aborted. Without a reason
+	 * (nothing is running) it only refuses new tasks.
+	 */
+	destroy(reason: Error | undefined): void {
 		if (this.#state === "ended") return;
-		this.#abortPending(reason, "because the invocation was torn down");
+		if (reason) this.#abortPending(reason, "because the invocation was torn down");
 		this.#state = "ended";
 	}
 }

@@ -84,8 +84,9 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 	#dumped: number | undefined;
 	#contentLength: number | undefined;
 	#received = 0;
-	#settled: Promise<void>;
-	#resolveSettled!: () => void;
+	/** Made when someone waits for the request (end of the invocation, close()); most requests end unobserved. */
+	#settled: Promise<void> | undefined;
+	#resolveSettled: (() => void) | undefined;
 	attributed = false;
 	headersWritten = false;
 	/** What the end of the invocation did with it, if it was still open then. */
@@ -95,13 +96,14 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 		this.#handler = handler;
 		this.#opts = opts;
 		this.#tracker = tracker;
-		this.#settled = new Promise((resolve) => {
-			this.#resolveSettled = resolve;
-		});
 	}
 
 	/** Resolves when undici is done with the request (completed, failed or aborted). */
 	get settled(): Promise<void> {
+		if (this.#phase === "done") return Promise.resolve();
+		this.#settled ??= new Promise((resolve) => {
+			this.#resolveSettled = resolve;
+		});
 		return this.#settled;
 	}
 
@@ -128,7 +130,7 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 		if (this.#phase === "done") return;
 		this.#phase = "done";
 		this.#tracker.untrack(this);
-		this.#resolveSettled();
+		this.#resolveSettled?.();
 	}
 
 	// DispatchHandler: called by undici (through the retry interceptor), forwarded to the caller's handler.
@@ -275,7 +277,7 @@ export class RequestTracker {
 	readonly #open = new Set<TrackedRequest>();
 	readonly #stats: HttpPoolStats;
 	/** Why new requests are refused, once the invocation has ended. */
-	#closedBecause: Error | undefined;
+	#closedBecause: (() => Error) | undefined;
 
 	constructor(stats: HttpPoolStats) {
 		this.#stats = stats;
@@ -286,7 +288,7 @@ export class RequestTracker {
 	}
 
 	track(handler: DispatchHandler, opts: DispatchOptions): TrackedRequest {
-		if (this.#closedBecause) throw this.#closedBecause;
+		if (this.#closedBecause) throw this.#closedBecause();
 		const tracked = new TrackedRequest(handler, opts, this);
 		this.#open.add(tracked);
 		return tracked;
@@ -303,7 +305,7 @@ export class RequestTracker {
 	}
 
 	/** Refuses requests from now on (a leaked promise of this invocation, running in a later one). */
-	close(reason: Error) {
+	close(reason: () => Error) {
 		this.#closedBecause ??= reason;
 	}
 

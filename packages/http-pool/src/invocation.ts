@@ -9,7 +9,6 @@
 // 4. report the counters.
 // On Middy's early timeout nothing waits: the handler is still running and Lambda is about to stop the process,
 // so its requests are aborted at once and their sockets closed.
-import { setImmediate } from "node:timers/promises";
 import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis } from "@middy-conn/lifecycle";
 import type { Dispatcher } from "undici";
@@ -63,18 +62,19 @@ export class Invocation {
 	/** The graceful end. Never rejects: nothing here may turn the invocation's outcome into another one. */
 	async end(end: InvocationEnd): Promise<void> {
 		try {
-			const ended = httpPoolError(
-				`The invocation ${describeEnd(end)}`,
-				errorCodes.invocationEnded,
-				undefined,
-				{
+			// Made only if a request is still open or refused: an Error (with its stack) per invocation is not free.
+			let error: Error | undefined;
+			const ended = () => {
+				error ??= httpPoolError(`The invocation ${describeEnd(end)}`, errorCodes.invocationEnded, undefined, {
 					end: end.kind,
-				},
-			);
+				});
+				return error;
+			};
 			if (end.kind === "timeout") {
 				this.#tracker.close(ended);
-				this.#tracker.abortAll(ended);
-				this.tasks.destroy(ended);
+				if (this.#tracker.size > 0) this.#tracker.abortAll(ended());
+				if (this.tasks.pending > 0) this.tasks.destroy(ended());
+				else this.tasks.destroy(undefined);
 			} else {
 				const started = Date.now();
 				const deadlineMs = this.#deadlineMs();
@@ -85,18 +85,15 @@ export class Invocation {
 					),
 				);
 				this.#tracker.close(ended);
-				const left = Math.max(0, deadlineMs - (Date.now() - started));
-				const { waiting } = await this.#tracker.cleanUp(ended, Math.min(dumpWaitMs, left));
-				if (waiting > 0) {
-					this.#logger.warn(
-						`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
-					);
+				if (this.#tracker.size > 0) {
+					const left = Math.max(0, deadlineMs - (Date.now() - started));
+					const { waiting } = await this.#tracker.cleanUp(ended(), Math.min(dumpWaitMs, left));
+					if (waiting > 0) {
+						this.#logger.warn(
+							`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
+						);
+					}
 				}
-				// undici hands a kept-alive socket back to its pool one event-loop turn after the response ended (a
-				// guard against servers that close anyway). Wait for that turn, so that the next invocation (the next
-				// one in this process comes right away under Managed Instances, or after a thaw) finds the socket free
-				// instead of opening another connection.
-				if (this.#stats.requests > 0) await setImmediate();
 			}
 		} catch (error) {
 			this.#logger.error(`${packageName}: cleanup at the end of the invocation failed`, { error });
@@ -109,7 +106,7 @@ export class Invocation {
 		const error = httpPoolError("The invocation was torn down", errorCodes.invocationEnded, reason, {
 			end: "error",
 		});
-		this.#tracker.close(error);
+		this.#tracker.close(() => error);
 		this.#tracker.abortAll(error);
 		this.tasks.destroy(error);
 		this.#report().catch(() => {});
@@ -117,12 +114,20 @@ export class Invocation {
 
 	/** The counters so far: this middleware's requests, and the invocation's background tasks. */
 	stats(): HttpPoolStats {
-		return { ...structuredClone(this.#stats), background: this.tasks.counts };
+		const { connectionsOpened, connectionsReused, requests, leftovers } = this.#stats;
+		return {
+			connectionsOpened,
+			connectionsReused,
+			requests,
+			leftovers: { ...leftovers },
+			background: this.tasks.counts,
+		};
 	}
 
 	async #report(): Promise<void> {
 		if (this.#reported) return;
 		this.#reported = true;
+		if (!this.#options.logStats && !this.#options.onStats) return;
 		const stats = this.stats();
 		if (this.#options.logStats) {
 			this.#logger.info(`${packageName}: invocation stats`, {

@@ -100,6 +100,9 @@ export const retryInterceptor = (settings: ResolvedRetryOptions): Dispatcher.Dis
 		retry: retryPolicy(settings),
 		// Status codes are answers: never replayed, passed to the caller as responses.
 		statusCodes: [],
+		// Decided by our policy; given here so that undici does not build its default lists for every request.
+		methods: [...idempotentMethods] as Dispatcher.HttpMethod[],
+		errorCodes: [...replayableErrorCodes],
 	});
 
 /**

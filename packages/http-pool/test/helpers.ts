@@ -1,4 +1,5 @@
 // Shared pieces of the http-pool tests: a Lambda-like context, and a logger that records what it is told.
+import { setImmediate } from "node:timers/promises";
 import type { Context } from "aws-lambda";
 import { vi } from "vitest";
 import type { HttpPoolContext } from "../src/index.ts";
@@ -48,3 +49,19 @@ export const watchUnhandledRejections = () => {
 
 /** The context a handler sees under httpPool(): Lambda's, plus `http` and `waitUntil`. */
 export type HttpContext = Context & HttpPoolContext;
+
+/**
+ * Invokes like Lambda's runtime: the next invocation starts only after the runtime has posted this response and
+ * fetched the next event, which is I/O and at least one turn of the event loop. (undici hands a kept-alive socket
+ * back to its pool one turn after the response ended, so calls chained within one turn would find it busy and
+ * open another connection, which never happens between real invocations.)
+ */
+export const asLambda =
+	<TEvent, TResult>(handler: (event: TEvent, context: HttpContext) => Promise<TResult>) =>
+	async (event: TEvent, context: HttpContext): Promise<TResult> => {
+		try {
+			return await handler(event, context);
+		} finally {
+			await setImmediate();
+		}
+	};

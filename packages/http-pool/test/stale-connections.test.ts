@@ -14,7 +14,7 @@ import {
 	type HttpPoolStats,
 	httpPool,
 } from "../src/index.ts";
-import { type HttpContext, lambdaContext } from "./helpers.ts";
+import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
 const fixture = fileURLToPath(new URL("./fixtures/http-function.ts", import.meta.url));
 
@@ -48,24 +48,26 @@ interface Outcome {
 
 /** A function that sends one request per invocation, through the proxy (or to `origin`). */
 const lambdaFunction = (options: HttpPoolOptions = {}) =>
-	middy(
-		async (
-			event: { method: string; path: string; body?: string; idempotent?: boolean },
-			context: HttpContext,
-		): Promise<Outcome> => {
-			try {
-				const { statusCode, body } = await context.http.request({
-					method: event.method,
-					path: event.path,
-					...(event.body === undefined ? {} : { body: event.body }),
-					...(event.idempotent === undefined ? {} : { idempotent: event.idempotent }),
-				});
-				return { statusCode, body: await body.text(), stats: context.http.invocationStats };
-			} catch (error) {
-				return { error: error as Outcome["error"], stats: context.http.invocationStats };
-			}
-		},
-	).use(httpPool({ origin: `http://127.0.0.1:${proxy.port}`, logger: false, ...options }));
+	asLambda(
+		middy(
+			async (
+				event: { method: string; path: string; body?: string; idempotent?: boolean },
+				context: HttpContext,
+			): Promise<Outcome> => {
+				try {
+					const { statusCode, body } = await context.http.request({
+						method: event.method,
+						path: event.path,
+						...(event.body === undefined ? {} : { body: event.body }),
+						...(event.idempotent === undefined ? {} : { idempotent: event.idempotent }),
+					});
+					return { statusCode, body: await body.text(), stats: context.http.invocationStats };
+				} catch (error) {
+					return { error: error as Outcome["error"], stats: context.http.invocationStats };
+				}
+			},
+		).use(httpPool({ origin: `http://127.0.0.1:${proxy.port}`, logger: false, ...options })),
+	);
 
 describe("a keep-alive connection that died while the environment was idle", () => {
 	it("retries a GET on a new connection when a NAT dropped the old one silently", async () => {
@@ -170,6 +172,19 @@ describe("an execution environment frozen between invocations", () => {
 		environment = await startExecutionEnvironment({ module: fixture, env: { API_ORIGIN: origin } });
 		return environment;
 	};
+
+	it("opens one connection for 100 warm invocations, frozen in between", async () => {
+		const lambda = await start(server.origin);
+		const opened: number[] = [];
+		for (let i = 0; i < 100; i++) {
+			const outcome = await lambda.invoke<{ statusCode: number; stats: HttpPoolStats }>({ path: "/json" });
+			expect(outcome.result?.statusCode).toBe(200);
+			opened.push(outcome.result?.stats.connectionsOpened ?? -1);
+		}
+		expect(lambda.stats).toMatchObject({ invocations: 100, coldStarts: 1 });
+		expect(opened.reduce((sum, n) => sum + n, 0)).toBe(1);
+		expect(server.stats.connections).toBe(1);
+	});
 
 	it("succeeds after a thaw although the server closed the idle connection meanwhile", async () => {
 		const lambda = await start(server.origin);

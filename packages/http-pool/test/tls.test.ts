@@ -2,7 +2,7 @@ import middy from "@middy/core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, type HttpPoolOptions, httpPool } from "../src/index.ts";
-import { type HttpContext, lambdaContext } from "./helpers.ts";
+import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
 let server: TestHttpServer;
 
@@ -20,10 +20,12 @@ afterAll(async () => {
 });
 
 const getJson = (options: HttpPoolOptions) =>
-	middy(async (_event: unknown, context: HttpContext) => {
-		const { body } = await context.http.request({ path: "/json", method: "GET" });
-		return body.json();
-	}).use(httpPool({ origin: server.origin, logger: false, ...options }));
+	asLambda(
+		middy(async (_event: unknown, context: HttpContext) => {
+			const { body } = await context.http.request({ path: "/json", method: "GET" });
+			return body.json();
+		}).use(httpPool({ origin: server.origin, logger: false, ...options })),
+	);
 
 describe("TLS", () => {
 	it("refuses a certificate it cannot verify", async () => {

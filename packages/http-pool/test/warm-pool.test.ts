@@ -3,7 +3,7 @@ import { Agent, fetch, request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, errorCodes, type HttpPoolStats, httpPool } from "../src/index.ts";
-import { type HttpContext, lambdaContext } from "./helpers.ts";
+import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
 let server: TestHttpServer;
 
@@ -23,11 +23,13 @@ afterAll(async () => {
 describe("a warm pool shared by the invocations of one execution environment", () => {
 	it("serves 100 sequential warm invocations over one connection, and the stats say so", async () => {
 		const stats: HttpPoolStats[] = [];
-		const handler = middy(async (_event: unknown, context: HttpContext) => {
-			const { statusCode, body } = await context.http.request({ path: "/json", method: "GET" });
-			await body.json();
-			return statusCode;
-		}).use(httpPool({ origin: server.origin, logger: false, onStats: (s) => void stats.push(s) }));
+		const handler = asLambda(
+			middy(async (_event: unknown, context: HttpContext) => {
+				const { statusCode, body } = await context.http.request({ path: "/json", method: "GET" });
+				await body.json();
+				return statusCode;
+			}).use(httpPool({ origin: server.origin, logger: false, onStats: (s) => void stats.push(s) })),
+		);
 
 		for (let i = 0; i < 100; i++) expect(await handler({}, lambdaContext())).toBe(200);
 
@@ -165,13 +167,15 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	});
 
 	it("leaves the shared pool open when a handler closes or destroys context.http", async () => {
-		const handler = middy(async (_event: unknown, context: HttpContext) => {
-			const { body } = await context.http.request({ path: "/json", method: "GET" });
-			await body.dump();
-			await context.http.close();
-			await context.http.destroy();
-			return "closed";
-		}).use(httpPool({ origin: server.origin, logger: false }));
+		const handler = asLambda(
+			middy(async (_event: unknown, context: HttpContext) => {
+				const { body } = await context.http.request({ path: "/json", method: "GET" });
+				await body.dump();
+				await context.http.close();
+				await context.http.destroy();
+				return "closed";
+			}).use(httpPool({ origin: server.origin, logger: false })),
+		);
 
 		expect(await handler({}, lambdaContext())).toBe("closed");
 		expect(await handler({}, lambdaContext())).toBe("closed");
