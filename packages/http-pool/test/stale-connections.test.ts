@@ -1,12 +1,14 @@
 import { fileURLToPath } from "node:url";
 import middy from "@middy/core";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import {
 	type ExecutionEnvironment,
 	startExecutionEnvironment,
-} from "../../test-harness/src/execution-environment.ts";
-import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
-import { startTcpProxy, type TcpProxy } from "../../test-harness/src/tcp-proxy.ts";
+	startHttpServer,
+	startTcpProxy,
+	type TcpProxy,
+	type TestHttpServer,
+} from "@middy-conn/test-harness";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import {
 	closeHttpPools,
 	errorCodes,

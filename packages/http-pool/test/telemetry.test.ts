@@ -1,6 +1,6 @@
 import middy from "@middy/core";
+import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger } from "./helpers.ts";
 

@@ -1,6 +1,6 @@
 import middy from "@middy/core";
+import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, type HttpPoolOptions, httpPool } from "../src/index.ts";
 import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 

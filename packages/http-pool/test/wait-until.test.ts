@@ -1,7 +1,7 @@
 import { setImmediate } from "node:timers/promises";
 import middy from "@middy/core";
+import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, type HttpPoolOptions, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger, watchUnhandledRejections } from "./helpers.ts";
 

@@ -1,7 +1,7 @@
 import middy from "@middy/core";
+import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
 import { Agent, fetch, request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startHttpServer, type TestHttpServer } from "../../test-harness/src/http-server.ts";
 import { closeHttpPools, errorCodes, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
