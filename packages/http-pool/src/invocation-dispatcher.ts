@@ -314,15 +314,18 @@ export class RequestTracker {
 		await Promise.all([...this.#open].map((tracked) => tracked.settled));
 	}
 
-	/** Aborts every open request at once (early timeout, deadline, destroy). */
-	abortAll(reason: Error): number {
+	/**
+	 * Aborts every open request at once (early timeout, deadline, teardown; counted as leftovers), or on the
+	 * handler's own `context.http.destroy()` (not counted).
+	 */
+	abortAll(reason: Error, leftovers = true): number {
 		let aborted = 0;
 		for (const tracked of [...this.#open]) {
 			if (tracked.phase === "done") continue;
 			tracked.abort(reason);
 			aborted++;
 		}
-		this.#stats.leftovers.aborted += aborted;
+		if (leftovers) this.#stats.leftovers.aborted += aborted;
 		return aborted;
 	}
 
@@ -462,6 +465,7 @@ export class InvocationDispatcher extends Dispatcher {
 					"context.http.destroy() aborted this invocation's requests",
 					errorCodes.invocationEnded,
 				),
+			false,
 		);
 		const settled = this.#tracker.settled();
 		if (!done) return settled;
