@@ -84,6 +84,7 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 	#dumped: number | undefined;
 	#contentLength: number | undefined;
 	#received = 0;
+	#responseStarted = false;
 	/** Made when someone waits for the request (end of the invocation, close()); most requests end unobserved. */
 	#settled: Promise<void> | undefined;
 	#resolveSettled: (() => void) | undefined;
@@ -109,6 +110,10 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 
 	get phase(): Phase {
 		return this.#phase;
+	}
+
+	get responseStarted(): boolean {
+		return this.#responseStarted;
 	}
 
 	// RequestAttribution (telemetry.ts)
@@ -167,6 +172,7 @@ export class TrackedRequest implements DispatchHandler, RequestAttribution, Wire
 		statusMessage?: string,
 	) {
 		const guard = this.#controllerFor(controller);
+		if (statusCode >= 200) this.#responseStarted = true;
 		if (statusCode >= 200 && this.#phase !== "done") {
 			this.#phase = "streaming";
 			const length = Number(headers["content-length"]);

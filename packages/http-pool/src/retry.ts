@@ -4,7 +4,7 @@
 // undici finds out only when it writes (ECONNRESET, EPIPE, "other side closed"). undici's core does not replay
 // such a request; its retry interceptor does, and we give it our own policy:
 // - only network errors met before any response byte (a status code is an answer, never replayed: statusCodes
-//   is empty, so a 503 reaches the caller as a response);
+//   is empty, so a 503 reaches the caller as a response; and a body cut off midway is not resumed);
 // - only idempotent methods (RFC 9110 §9.2.2), unless the request opts in with `idempotent: true` (for a POST
 //   that carries an idempotency key the server honours), or opts out with `idempotent: false`;
 // - a non-idempotent request is also replayed when it provably never reached the wire: no attempt of it had its
@@ -52,6 +52,8 @@ export interface WireState {
 	readonly attributed: boolean;
 	/** Some attempt had its headers handed to a socket. */
 	readonly headersWritten: boolean;
+	/** The response has started: the caller has seen its status and maybe part of its body. */
+	readonly responseStarted: boolean;
 }
 
 const codeOf = (error: unknown): string | undefined => {
@@ -79,6 +81,9 @@ export const retryPolicy =
 		if (
 			code === undefined ||
 			!replayableErrorCodes.has(code) ||
+			// Once the caller has a response, a replay would splice two responses (undici resumes with a Range
+			// request, which many servers ignore): the body's error is the caller's to see.
+			wire?.responseStarted === true ||
 			!(isIdempotent(opts) || provablyUnsent(wire)) ||
 			state.counter > settings.maxRetries
 		) {

@@ -154,6 +154,23 @@ describe("a keep-alive connection that died while the environment was idle", () 
 		expect(outcome.stats.requests).toBe(0);
 	});
 
+	it("does not replay a GET whose body was cut off midway: the caller already has its response", async () => {
+		server.route("/cut", (_req, res) => {
+			res.writeHead(200, { "content-length": "1000" });
+			res.write("x".repeat(100), () => res.socket?.destroy());
+		});
+		const handler = middy(async (_event: unknown, context: HttpContext) => {
+			const { statusCode, body } = await context.http.request({ path: "/cut", method: "GET" });
+			return { statusCode, text: await body.text().catch((error: Error & { code?: string }) => error) };
+		}).use(httpPool({ origin: server.origin, logger: false }));
+
+		const { statusCode, text } = await handler({}, lambdaContext());
+
+		expect(statusCode).toBe(200);
+		expect(text).toMatchObject({ code: expect.stringMatching(/^(UND_ERR_SOCKET|ECONNRESET)$/) });
+		expect(server.receivedCount("GET", "/cut")).toBe(1);
+	});
+
 	it("does not replay a 503: a status code is an answer", async () => {
 		const invoke = lambdaFunction();
 		const outcome = await invoke({ method: "GET", path: "/status/503" }, lambdaContext());
