@@ -4,6 +4,7 @@
 // start runs module scope once; warm invocations reuse it). Two httpPool() calls with equal options (say, one per
 // handler module bundled into the same function) share one pool instead of doubling the connections. Concurrent
 // invocations in one process (Lambda Managed Instances) share it too: nothing in it belongs to an invocation.
+import { optionsKey } from "@middy-conn/lifecycle";
 import { Agent, type Dispatcher, Pool } from "undici";
 import type { ResolvedOptions } from "./options.ts";
 import { retryInterceptor } from "./retry.ts";
@@ -11,43 +12,9 @@ import { attributionInterceptor, subscribeTelemetry } from "./telemetry.ts";
 
 const dispatchers = new Map<string, Dispatcher>();
 
-/** Objects compared by identity in cache keys: functions, interceptors, Buffers, custom connectors. */
-const identities = new WeakMap<object, number>();
-let nextIdentity = 1;
-
-const identityOf = (value: object): number => {
-	let id = identities.get(value);
-	if (id === undefined) {
-		id = nextIdentity++;
-		identities.set(value, id);
-	}
-	return id;
-};
-
-const isPlainObject = (value: object): boolean => {
-	const proto = Object.getPrototypeOf(value);
-	return proto === Object.prototype || proto === null;
-};
-
-/** A stable serialization: plain objects by sorted keys, arrays in order, anything else by identity. */
-const stableKey = (value: unknown): string => {
-	if (value === undefined) return "undefined";
-	if (value === null || typeof value !== "object") {
-		return typeof value === "function" ? `fn#${identityOf(value)}` : JSON.stringify(value);
-	}
-	if (Array.isArray(value)) return `[${value.map(stableKey).join(",")}]`;
-	if (!isPlainObject(value)) return `obj#${identityOf(value)}`;
-	const record = value as Record<string, unknown>;
-	return `{${Object.keys(record)
-		.filter((key) => record[key] !== undefined)
-		.sort()
-		.map((key) => `${JSON.stringify(key)}:${stableKey(record[key])}`)
-		.join(",")}}`;
-};
-
 /** The key of the dispatcher these options need: only the options that shape the dispatcher take part. */
 export const dispatcherKey = (options: ResolvedOptions): string =>
-	stableKey({
+	optionsKey({
 		origin: options.origin,
 		connections: options.connections,
 		keepAliveTimeout: options.keepAliveTimeout,

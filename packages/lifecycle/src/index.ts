@@ -1,3 +1,4 @@
 export * from "./errors.ts";
 export * from "./invocation-scope.ts";
 export * from "./logger.ts";
+export * from "./options-key.ts";

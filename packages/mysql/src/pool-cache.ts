@@ -5,6 +5,7 @@
 // password updates the pool in place instead of creating a new pool (and stranding the old one's connections)
 // every 15 minutes.
 import { createHash } from "node:crypto";
+import { optionsKey } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Pool } from "mysql2/promise";
 import { isSecretKey, type ResolvedConfig } from "./options.ts";
@@ -23,36 +24,11 @@ export interface WarmPool {
 
 const pools = new Map<string, WarmPool>();
 
-// Functions and class instances in the config (typeCast, authPlugins, a stream factory) are keyed by identity.
-const identities = new WeakMap<object, number>();
-let nextIdentity = 0;
-const identityOf = (value: object): number => {
-	let id = identities.get(value);
-	if (id === undefined) {
-		id = nextIdentity++;
-		identities.set(value, id);
-	}
-	return id;
-};
-
-const keyPart = (value: unknown): unknown => {
-	if (typeof value === "function") return `fn#${identityOf(value)}`;
-	if (value === null || typeof value !== "object") return value;
-	if (Buffer.isBuffer(value)) return `buf:${value.toString("base64")}`;
-	if (Array.isArray(value)) return value.map(keyPart);
-	if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
-		return `obj#${identityOf(value)}`;
-	}
-	const out: Record<string, unknown> = {};
-	for (const key of Object.keys(value).sort()) out[key] = keyPart((value as Record<string, unknown>)[key]);
-	return out;
-};
-
 /** A digest of the non-secret options: equal configs share a pool, whatever their password or token. */
 export const poolKey = (driver: Record<string, unknown>): string => {
 	const visible: Record<string, unknown> = {};
-	for (const key of Object.keys(driver).sort()) {
-		if (!isSecretKey(key)) visible[key] = keyPart(driver[key]);
+	for (const key of Object.keys(driver)) {
+		if (!isSecretKey(key)) visible[key] = driver[key];
 	}
 	// mysql2 writes `rejectUnauthorized` (default true) into the ssl object it is given: key on its meaning, so
 	// that the same object keys the same before and after a first connect.
@@ -60,7 +36,7 @@ export const poolKey = (driver: Record<string, unknown>): string => {
 		const ssl = visible.ssl as Record<string, unknown>;
 		visible.ssl = { ...ssl, rejectUnauthorized: ssl.rejectUnauthorized !== false };
 	}
-	return createHash("sha256").update(JSON.stringify(visible)).digest("base64url");
+	return createHash("sha256").update(optionsKey(visible)).digest("base64url");
 };
 
 // An object config is resolved once per middleware, so its key is computed once too.
