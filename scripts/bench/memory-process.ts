@@ -8,7 +8,7 @@ import { benchEvent, invoker } from "./lambda.ts";
 import { loadHttpPool, loadMysql } from "./middlewares.ts";
 
 export interface MemoryJob {
-	variant: "middlewares-pool" | "middlewares-scoped" | "bare";
+	variant: "middlewares-pool" | "middlewares-scoped" | "bare-pool" | "bare-scoped";
 	origin: string;
 	ca: string;
 	db: { host: string; port: number; user: string; password: string; database: string };
@@ -36,17 +36,27 @@ const connect = { ca: job.ca };
 
 /** The same work in every variant: a GET, one background POST, one query. */
 const build = async (): Promise<() => Promise<unknown>> => {
-	if (job.variant === "bare") {
+	if (job.variant === "bare-pool" || job.variant === "bare-scoped") {
 		const pool = new Pool(job.origin, { connections: 4, connect });
 		const db = mysql.createPool({ ...job.db, connectionLimit: 4 });
+		const scoped = job.variant === "bare-scoped";
 		const handler = middy(async () => {
 			const response = await pool.request({ path: "/json", method: "GET" });
 			const item = await response.body.json();
-			const connection = await db.getConnection();
-			try {
-				await connection.query(SQL, [benchEvent.id]);
-			} finally {
-				connection.release();
+			if (scoped) {
+				const connection = await mysql.createConnection(job.db);
+				try {
+					await connection.query(SQL, [benchEvent.id]);
+				} finally {
+					await connection.end();
+				}
+			} else {
+				const connection = await db.getConnection();
+				try {
+					await connection.query(SQL, [benchEvent.id]);
+				} finally {
+					connection.release();
+				}
 			}
 			await pool.request(post).then((r) => r.body.dump());
 			return item;

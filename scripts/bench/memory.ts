@@ -11,8 +11,15 @@ const script = fileURLToPath(new URL("./memory-process.ts", import.meta.url));
 
 export const VARIANTS: Record<MemoryJob["variant"], string> = {
 	"middlewares-pool": "middy + httpPool + mysqlConnection (pool mode)",
+	"bare-pool": "middy + bare undici Pool + mysql2 pool",
 	"middlewares-scoped": "middy + httpPool + mysqlConnection (scoped mode)",
-	bare: "middy + bare undici Pool + mysql2 pool (no middleware)",
+	"bare-scoped": "middy + bare undici Pool + mysql2 createConnection/end",
+};
+
+/** The same work without the middlewares: what the runtime and the drivers grow by themselves. */
+export const BASELINE: Partial<Record<MemoryJob["variant"], MemoryJob["variant"]>> = {
+	"middlewares-pool": "bare-pool",
+	"middlewares-scoped": "bare-scoped",
 };
 
 export interface MemoryVariantResult {
@@ -74,8 +81,8 @@ export const runMemoryGroup = async (
 ): Promise<MemoryResult> => {
 	const plan = memoryPlan(mode);
 	const variants: MemoryJob["variant"][] = middlewaresAvailable
-		? ["middlewares-pool", "middlewares-scoped", "bare"]
-		: ["bare"];
+		? ["middlewares-pool", "bare-pool", "middlewares-scoped", "bare-scoped"]
+		: ["bare-pool", "bare-scoped"];
 	const skipped = middlewaresAvailable ? [] : ["the middlewares are not available: only the baseline ran"];
 	mode.log(`Memory: ${plan.total} invocations per variant, readings at ${plan.checkpoints.join(", ")}`);
 	const settled = await Promise.allSettled(

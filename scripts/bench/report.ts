@@ -66,7 +66,7 @@ export const machineInfo = (): MachineInfo => {
 };
 
 /** Names of contenders that are the middlewares under test: highlighted in the tables and the chart. */
-const isOurs = (name: string) => /httpPool|mysqlConnection|both middlewares/.test(name);
+const isOurs = (name: string) => /httpPool|mysqlConnection|orders-api/.test(name);
 
 const escapeCell = (text: string) => text.replaceAll("|", "\\|");
 const escapeXml = (text: string) =>
@@ -111,27 +111,35 @@ const memoryTable = (memory: MemoryResult): string => {
 	const lines = [
 		"### Memory: warm invocations in a child process, after a full GC",
 		"",
-		`Each variant runs in its own \`node --expose-gc\` process: a GET, one query and one background POST per invocation. Readings after \`gc()\` at ${memory.variants[0]?.readings.map((reading) => reading.invocations.toLocaleString("en")).join(", ") ?? ""} invocations; growth is taken from ${memory.early} to ${memory.total.toLocaleString("en")}.`,
+		`Each variant runs in its own \`node --expose-gc\` process: a GET, one query and one background POST per invocation; the variants without middleware are the baselines. Readings after \`gc()\` at ${memory.variants[0]?.readings.map((reading) => reading.invocations.toLocaleString("en")).join(", ") ?? ""} invocations; growth is taken from ${memory.early} to ${memory.total.toLocaleString("en")}.`,
 		"",
-		`| variant | heap @${memory.early} | heap @${memory.total.toLocaleString("en")} | heap / invocation | late half | RSS @${memory.early} | RSS @${memory.total.toLocaleString("en")} | RSS / invocation |`,
-		"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+		`| variant | heap @${memory.early} | heap @${memory.total.toLocaleString("en")} | heap / invocation | late half | RSS @${memory.early} | RSS @${memory.total.toLocaleString("en")} | RSS / invocation | V8 reserved @${memory.total.toLocaleString("en")} |`,
+		"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 	];
 	for (const variant of memory.variants) {
 		const name = isOurs(variant.name) ? `**${variant.name}**` : variant.name;
 		lines.push(
-			`| ${name} | ${mib(variant.early.heapUsed)} | ${mib(variant.last.heapUsed)} | ${variant.heapPerInvocation.toFixed(1)} B | ${variant.heapPerInvocationLateHalf.toFixed(1)} B | ${mib(variant.early.rss)} | ${mib(variant.last.rss)} | ${variant.rssPerInvocation.toFixed(0)} B |`,
+			`| ${name} | ${mib(variant.early.heapUsed)} | ${mib(variant.last.heapUsed)} | ${variant.heapPerInvocation.toFixed(1)} B | ${variant.heapPerInvocationLateHalf.toFixed(1)} B | ${mib(variant.early.rss)} | ${mib(variant.last.rss)} | ${variant.rssPerInvocation.toFixed(0)} B | ${mib(variant.last.heapTotal)} |`,
 		);
 	}
 	for (const reason of memory.skipped) lines.push("", `Not measured: ${reason}`);
 	return lines.join("\n");
 };
 
+/** 10^exp milliseconds as an axis label: 100 ns, 1 µs, 10 µs, ... 1 s. */
+const tickLabel = (exp: number): string => {
+	const units = ["ns", "µs", "ms", "s"];
+	const nanoExp = exp + 6;
+	const unit = Math.min(units.length - 1, Math.max(0, Math.floor(nanoExp / 3)));
+	return `${10 ** (nanoExp - unit * 3)} ${units[unit]}`;
+};
+
 /** A horizontal bar chart of medians, one row per contender, grouped by comparison; log-scale x axis. */
 export const renderChart = (comparisons: readonly ComparisonResult[], quick: boolean): string => {
 	const rowHeight = 20;
 	const headerHeight = 26;
-	const labelWidth = 330;
-	const plotWidth = 470;
+	const labelWidth = 400;
+	const plotWidth = 480;
 	const valueWidth = 80;
 	const width = labelWidth + plotWidth + valueWidth + 20;
 	const medians = comparisons.flatMap((comparison) => comparison.contenders.map((c) => c.stats.median));
@@ -143,7 +151,7 @@ export const renderChart = (comparisons: readonly ComparisonResult[], quick: boo
 		((Math.log10(Math.max(ms, 10 ** minExp)) - minExp) / Math.max(1, maxExp - minExp)) * plotWidth;
 
 	const parts: string[] = [];
-	let y = 40;
+	let y = 52;
 	for (const comparison of comparisons) {
 		parts.push(`<text x="10" y="${y + 17}" class="group">${escapeXml(comparison.title)}</text>`);
 		y += headerHeight;
@@ -166,8 +174,8 @@ export const renderChart = (comparisons: readonly ComparisonResult[], quick: boo
 	for (let exp = minExp; exp <= maxExp; exp++) {
 		const tx = x(10 ** exp);
 		ticks.push(
-			`<line x1="${tx.toFixed(1)}" y1="34" x2="${tx.toFixed(1)}" y2="${axisY}" class="grid"/>`,
-			`<text x="${tx.toFixed(1)}" y="${axisY + 16}" text-anchor="middle" class="tick">${escapeXml(formatMs(10 ** exp))}</text>`,
+			`<line x1="${tx.toFixed(1)}" y1="50" x2="${tx.toFixed(1)}" y2="${axisY}" class="grid"/>`,
+			`<text x="${tx.toFixed(1)}" y="${axisY + 16}" text-anchor="middle" class="tick">${escapeXml(tickLabel(exp))}</text>`,
 		);
 	}
 	const height = axisY + 30;
@@ -179,7 +187,7 @@ export const renderChart = (comparisons: readonly ComparisonResult[], quick: boo
 		`<text x="10" y="22" font-size="15" font-weight="600">${escapeXml(title)}</text>`,
 		...ticks,
 		...parts,
-		`<text x="${width - 10}" y="22" text-anchor="end" class="tick">orange: middy-conn · dark: reference · grey: others</text>`,
+		`<text x="10" y="40" class="tick">orange: middy-conn · dark: the comparison's reference · grey: others. Per-invocation medians; see the tables for p99 and ratios.</text>`,
 		"</svg>",
 		"",
 	].join("\n");
