@@ -75,17 +75,58 @@ export const invocationEndFromError = (error: unknown): InvocationEnd =>
 export class InvocationScope {
 	readonly #resources: TrackedResource[] = [];
 	readonly #request: Request;
-	readonly #abort = new AbortController();
+	// Created on first use: most invocations never ask for the signal, and an AbortController is not free.
+	#abort: AbortController | undefined;
 	#ended: InvocationEnd | undefined;
+
+	// State behind the request's `response` and `error` accessors (see the top of this file).
+	#response: unknown;
+	#settling: Promise<unknown> | undefined;
+	#error: unknown;
+	#errorAssignments: number;
+
+	// One pair of accessor functions for every request, reading their state from the request's scope: defining
+	// fresh closures per request costs about twice as much, on every invocation.
+	static readonly #accessors: PropertyDescriptorMap = {
+		response: {
+			configurable: true,
+			enumerable: true,
+			get(this: RequestWithScope) {
+				const scope = this[SCOPE] as InvocationScope;
+				return scope.#settling ?? scope.#response;
+			},
+			set(this: RequestWithScope, next: unknown) {
+				(this[SCOPE] as InvocationScope).#onResponseAssigned(next);
+			},
+		},
+		error: {
+			configurable: true,
+			enumerable: true,
+			get(this: RequestWithScope) {
+				return (this[SCOPE] as InvocationScope).#error;
+			},
+			set(this: RequestWithScope, next: unknown) {
+				(this[SCOPE] as InvocationScope).#onErrorAssigned(next);
+			},
+		},
+	};
 
 	constructor(request: Request) {
 		this.#request = request;
-		this.#trapEarlyResponse();
-		this.#trapErrorInOnError();
+		this.#response = request.response;
+		this.#error = request.error;
+		// A scope created during the onError phase has already seen Middy's first assignment.
+		this.#errorAssignments = request.error === undefined || request.error === null ? 0 : 1;
+		(request as RequestWithScope)[SCOPE] = this;
+		Object.defineProperties(request, InvocationScope.#accessors);
 	}
 
 	/** Aborted when the invocation ends (on any path), so work it started does not outlive it. */
 	get signal(): AbortSignal {
+		if (!this.#abort) {
+			this.#abort = new AbortController();
+			if (this.#ended) this.#abort.abort(this.#ended.kind);
+		}
 		return this.#abort.signal;
 	}
 
@@ -131,7 +172,7 @@ export class InvocationScope {
 
 	#markEnded(end: InvocationEnd) {
 		this.#ended ??= end;
-		if (!this.#abort.signal.aborted) this.#abort.abort(end.kind);
+		if (this.#abort && !this.#abort.signal.aborted) this.#abort.abort(end.kind);
 	}
 
 	#close(tracked: TrackedResource, end: InvocationEnd): Promise<void> {
@@ -152,62 +193,39 @@ export class InvocationScope {
 		return this.#resources.some((tracked) => tracked.state !== "closed");
 	}
 
-	#trapEarlyResponse() {
+	#onResponseAssigned(next: unknown) {
+		this.#response = next;
 		const request = this.#request as Request & { earlyResponse?: unknown };
-		let value = request.response;
-		let settling: Promise<unknown> | undefined;
-		Object.defineProperty(request, "response", {
-			configurable: true,
-			enumerable: true,
-			get: () => settling ?? value,
-			set: (next: unknown) => {
-				value = next;
-				// Middy's short circuit: `request.response = request.earlyResponse`, then `return request.response`.
-				if (settling || !("earlyResponse" in request) || request.earlyResponse !== next) return;
-				if (!this.#hasOpenResources()) return;
-				const inErrorPhase = request.error !== undefined && request.error !== null;
-				// An onError that answers (say 500 or 504) ends an invocation that failed: keep the failure's kind, so
-				// that a timeout still destroys a busy connection instead of waiting for it.
-				const end: InvocationEnd = inErrorPhase
-					? invocationEndFromError(request.error)
-					: { kind: "early-response" };
-				settling = this.closeAll(end).then(() => {
-					settling = undefined;
-					// In the onError phase Middy throws the error when the early response is undefined; keep that.
-					if (inErrorPhase && value === undefined) throw request.error;
-					return value;
-				});
-			},
+		// Middy's short circuit: `request.response = request.earlyResponse`, then `return request.response`.
+		if (this.#settling || !("earlyResponse" in request) || request.earlyResponse !== next) return;
+		if (!this.#hasOpenResources()) return;
+		const error = this.#error;
+		const inErrorPhase = error !== undefined && error !== null;
+		// An onError that answers (say 500 or 504) ends an invocation that failed: keep the failure's kind, so that a
+		// timeout still destroys a busy connection instead of waiting for it.
+		const end: InvocationEnd = inErrorPhase ? invocationEndFromError(error) : { kind: "early-response" };
+		this.#settling = this.closeAll(end).then(() => {
+			this.#settling = undefined;
+			// In the onError phase Middy throws the error when the early response is undefined; keep that.
+			if (inErrorPhase && this.#response === undefined) throw this.#error;
+			return this.#response;
 		});
 	}
 
-	#trapErrorInOnError() {
-		const request = this.#request;
-		let current = request.error;
-		// A scope created during the onError phase has already seen Middy's first assignment.
-		let assignments = current === undefined || current === null ? 0 : 1;
-		Object.defineProperty(request, "error", {
-			configurable: true,
-			enumerable: true,
-			get: () => current,
-			set: (next: unknown) => {
-				current = next as Request["error"];
-				assignments += 1;
-				// Middy assigns request.error once when the onError chain starts, and a second time only when an onError
-				// threw: it rethrows at once and the remaining onErrors (maybe ours) never run. We cannot make a throw
-				// wait, so whatever is still open is destroyed now. (A middleware that itself replaces request.error
-				// lands here too: its resources are destroyed rather than closed gracefully, which still leaks nothing.)
-				if (assignments > 1 && this.#hasOpenResources()) this.destroyAll(next);
-			},
-		});
+	#onErrorAssigned(next: unknown) {
+		this.#error = next;
+		this.#errorAssignments += 1;
+		// Middy assigns request.error once when the onError chain starts, and a second time only when an onError
+		// threw: it rethrows at once and the remaining onErrors (maybe ours) never run. We cannot make a throw wait,
+		// so whatever is still open is destroyed now. (A middleware that itself replaces request.error lands here
+		// too: its resources are destroyed rather than closed gracefully, which still leaks nothing.)
+		if (this.#errorAssignments > 1 && this.#hasOpenResources()) this.destroyAll(next);
 	}
 }
 
 /** The scope of this invocation, created by the first middleware that asks. Lives on the request, never in module scope. */
 export const invocationScope = (request: Request): InvocationScope => {
-	const holder = request as RequestWithScope;
-	holder[SCOPE] ??= new InvocationScope(request);
-	return holder[SCOPE];
+	return (request as RequestWithScope)[SCOPE] ?? new InvocationScope(request);
 };
 
 /**
