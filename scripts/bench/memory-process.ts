@@ -1,6 +1,7 @@
 // One memory run, in its own process started with --expose-gc (memory.ts): warm invocations of one variant,
 // and after a full GC at each checkpoint, the process's RSS and heap. A leak of one small object per invocation
 // shows as a steady slope; a pool or the JIT filling up shows as a step early on.
+import { setTimeout } from "node:timers/promises";
 import middy from "@middy/core";
 import mysql from "mysql2/promise";
 import { Pool } from "undici";
@@ -84,7 +85,10 @@ const build = async (): Promise<() => Promise<unknown>> => {
 	return invoker(handler);
 };
 
-const read = (invocations: number): MemoryReading => {
+const read = async (invocations: number): Promise<MemoryReading> => {
+	// A closed connection stays reachable until its socket's close events have run (mysql2's end() resolves
+	// before that): let them run, so that a reading does not depend on where the last close happened to be.
+	await setTimeout(100);
 	// Twice: the first full GC can leave finalizable objects (sockets, FinalizationRegistry) for the second.
 	gc();
 	gc();
@@ -99,7 +103,7 @@ for (const checkpoint of [...job.checkpoints].sort((a, b) => a - b)) {
 		await invoke();
 		done++;
 	}
-	process.send?.({ type: "reading", reading: read(done) });
+	process.send?.({ type: "reading", reading: await read(done) });
 }
 process.send?.({ type: "done" });
 process.exit(0);

@@ -31,12 +31,14 @@ export interface MemoryVariantResult {
 	/** Bytes per invocation between the early and the last reading. */
 	heapPerInvocation: number;
 	rssPerInvocation: number;
-	/** Heap bytes per invocation over the second half only: growth that has not levelled off. */
-	heapPerInvocationLateHalf: number;
+	/** Heap bytes per invocation once warm: least-squares slope over the readings from `warm` on. */
+	heapSlopeWarm: number;
 }
 
 export interface MemoryResult {
 	early: number;
+	/** Invocations after which the process counts as warm (JIT and pools settled): the slope starts there. */
+	warm: number;
 	total: number;
 	variants: MemoryVariantResult[];
 	/** Variants that could not run, with the reason. */
@@ -45,7 +47,7 @@ export interface MemoryResult {
 
 const run = (job: MemoryJob): Promise<MemoryReading[]> =>
 	new Promise((resolve, reject) => {
-		const child = spawnTracked(process.execPath, ["--expose-gc", script], {
+		const child = spawnTracked(process.execPath, ["--expose-gc", "--no-flush-bytecode", script], {
 			stdio: ["ignore", "inherit", "pipe", "ipc"],
 			// Bounded: 10,000 invocations take seconds; a child that hangs is killed and reported.
 			timeoutMs: 180_000,
@@ -73,6 +75,21 @@ const run = (job: MemoryJob): Promise<MemoryReading[]> =>
 
 const perInvocation = (a: MemoryReading, b: MemoryReading, key: "heapUsed" | "rss") =>
 	(b[key] - a[key]) / (b.invocations - a.invocations);
+
+/** Least-squares slope of heapUsed over invocations: steadier than two readings, each of which carries noise. */
+const slope = (readings: readonly MemoryReading[]): number => {
+	const n = readings.length;
+	if (n < 2) return Number.NaN;
+	const meanX = readings.reduce((sum, r) => sum + r.invocations, 0) / n;
+	const meanY = readings.reduce((sum, r) => sum + r.heapUsed, 0) / n;
+	let numerator = 0;
+	let denominator = 0;
+	for (const r of readings) {
+		numerator += (r.invocations - meanX) * (r.heapUsed - meanY);
+		denominator += (r.invocations - meanX) ** 2;
+	}
+	return numerator / denominator;
+};
 
 export const runMemoryGroup = async (
 	mode: Mode,
@@ -107,8 +124,8 @@ export const runMemoryGroup = async (
 		const readings = outcome.value;
 		const early = readings.find((reading) => reading.invocations === plan.early);
 		const last = readings.at(-1);
-		const middle = readings.find((reading) => reading.invocations >= plan.total / 2);
-		if (!early || !last || !middle) {
+		const warm = readings.filter((reading) => reading.invocations >= plan.warm);
+		if (!early || !last || warm.length < 2) {
 			skipped.push(`${VARIANTS[variant]}: incomplete readings`);
 			return;
 		}
@@ -120,12 +137,12 @@ export const runMemoryGroup = async (
 			last,
 			heapPerInvocation: perInvocation(early, last, "heapUsed"),
 			rssPerInvocation: perInvocation(early, last, "rss"),
-			heapPerInvocationLateHalf: middle === last ? Number.NaN : perInvocation(middle, last, "heapUsed"),
+			heapSlopeWarm: slope(warm),
 		};
 		results.push(result);
 		mode.log(
-			`  ${result.name.padEnd(52)} heap ${(early.heapUsed / 2 ** 20).toFixed(1)} → ${(last.heapUsed / 2 ** 20).toFixed(1)} MiB, ${result.heapPerInvocation.toFixed(1)} B/inv (late half ${result.heapPerInvocationLateHalf.toFixed(1)}); rss ${(early.rss / 2 ** 20).toFixed(1)} → ${(last.rss / 2 ** 20).toFixed(1)} MiB`,
+			`  ${result.name.padEnd(52)} heap ${(early.heapUsed / 2 ** 20).toFixed(1)} → ${(last.heapUsed / 2 ** 20).toFixed(1)} MiB, ${result.heapPerInvocation.toFixed(1)} B/inv (warm slope ${result.heapSlopeWarm.toFixed(1)}); rss ${(early.rss / 2 ** 20).toFixed(1)} → ${(last.rss / 2 ** 20).toFixed(1)} MiB`,
 		);
 	});
-	return { early: plan.early, total: plan.total, variants: results, skipped };
+	return { early: plan.early, warm: plan.warm, total: plan.total, variants: results, skipped };
 };

@@ -27,14 +27,18 @@ export const pace = (mode: Mode, full: { budgetMs: number; batch: number; warmup
 				budgetMs: full.budgetMs,
 			};
 
-/** Memory group: invocations before the first reading and in all (the issue asks for 100 and 10,000). */
+/**
+ * Memory group: the issue compares 100 warm invocations with 10,000. Readings every 1,000 as well, for a slope
+ * fitted once warm (a single late reading moves with whatever happened to be allocated last).
+ */
 export const memoryPlan = (mode: Mode) =>
 	mode.quick
-		? { early: 100, total: 1000, checkpoints: [100, 500, 1000] }
+		? { early: 100, warm: 200, total: 1000, checkpoints: [100, 200, 400, 600, 800, 1000] }
 		: {
 				early: 100,
+				warm: 1000,
 				total: 10_000,
-				checkpoints: [100, 1000, 2500, 5000, 7500, 10_000],
+				checkpoints: [100, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10_000],
 			};
 
 /** Cold-start group: spawns per variant (interleaved). */
