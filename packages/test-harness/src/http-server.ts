@@ -86,6 +86,13 @@ export interface TestHttpServer {
 	closeIdleConnections(): void;
 	/** Destroys every socket, busy or idle. */
 	destroyAllSockets(): void;
+	/**
+	 * Resets (TCP RST) every connection, busy or idle, as a load balancer or a restarting peer does: the client
+	 * learns it on its next read or write (ECONNRESET). Returns how many were reset.
+	 */
+	resetAllConnections(): number;
+	/** Resets (TCP RST) one connection, by the `socketId` its requests were recorded with. False if it is gone. */
+	resetConnection(socketId: number): boolean;
 	/** Adds or replaces the handler for an exact path (no query string); it takes precedence over the built-ins. */
 	route(path: string, handler: RouteHandler): void;
 	/** Destroys every socket and stops listening. Safe to call more than once. */
@@ -309,6 +316,27 @@ export async function startHttpServer(options: HttpServerOptions = {}): Promise<
 		}
 	}
 
+	function resetAllConnections(): number {
+		let reset = 0;
+		for (const connection of live) {
+			clearTimeout(connection.idleTimer);
+			if (connection.raw.destroyed) continue;
+			connection.raw.resetAndDestroy();
+			reset++;
+		}
+		return reset;
+	}
+
+	function resetConnection(socketId: number): boolean {
+		for (const connection of live) {
+			if (connection.id !== socketId || connection.raw.destroyed) continue;
+			clearTimeout(connection.idleTimer);
+			connection.raw.resetAndDestroy();
+			return true;
+		}
+		return false;
+	}
+
 	let closing: Promise<void> | undefined;
 
 	return {
@@ -341,6 +369,8 @@ export async function startHttpServer(options: HttpServerOptions = {}): Promise<
 			}
 		},
 		destroyAllSockets,
+		resetAllConnections,
+		resetConnection,
 		route(path, handler) {
 			routes.set(path, handler);
 		},

@@ -250,4 +250,16 @@ describe("the test server's keep-alive handling", () => {
 		await s.close();
 		await s.close();
 	});
+
+	it("resets every connection on resetAllConnections: the client's next request on it fails", async () => {
+		const s = await server({ tls: true });
+		const c = client(s);
+		await get(c, "/json");
+		expect(s.stats.open).toBe(1);
+		expect(s.resetAllConnections()).toBe(1);
+		await expect.poll(() => s.stats.open).toBe(0);
+		// undici's Client notices the reset (or the write fails); either way the next request opens a new connection
+		await get(c, "/json").catch(() => get(c, "/json"));
+		expect(s.stats.connections).toBe(2);
+	});
 });
