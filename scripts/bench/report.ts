@@ -1,6 +1,7 @@
 // The report: docs/benchmarks.md (a table per group, the goals, the machine) and docs/benchmarks.svg (a bar
 // chart of per-invocation medians, log scale: the contenders span nanoseconds to a hundred milliseconds).
 // The raw results go to .tmp/bench/results.json for anyone who wants to dig further.
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
@@ -21,6 +22,8 @@ export interface MachineInfo {
 	undici: string;
 	mysql2: string;
 	middy: string;
+	/** The commit measured, and whether the packages had uncommitted changes (they are measured as they are). */
+	commit: string;
 }
 
 export interface BenchResults {
@@ -62,7 +65,19 @@ export const machineInfo = (): MachineInfo => {
 		undici: versionOf("undici"),
 		mysql2: versionOf("mysql2"),
 		middy: versionOf("@middy/core"),
+		commit: commitOf(),
 	};
+};
+
+const commitOf = (): string => {
+	const git = (args: string[]) =>
+		execFileSync("git", args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+	try {
+		const dirty = git(["status", "--porcelain", "--", "packages"]) !== "";
+		return `${git(["rev-parse", "--short", "HEAD"])}${dirty ? " with uncommitted changes in packages/" : ""}`;
+	} catch {
+		return "unknown (not a git checkout)";
+	}
 };
 
 /** Names of contenders that are the middlewares under test: highlighted in the tables and the chart. */
@@ -230,7 +245,12 @@ export const renderMarkdown = (results: BenchResults, chartFile: string): string
 		`- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB memory, ${machine.os}; load average ${machine.loadAverage.toFixed(2)} at the start`,
 		`- Node ${machine.node} (V8 ${machine.v8}); undici ${machine.undici}, mysql2 ${machine.mysql2}, @middy/core ${machine.middy}${results.mysqlVersion ? `; MySQL server ${results.mysqlVersion} (throwaway, loopback)` : ""}`,
 		"- HTTP peer: the test harness's HTTPS server (TLS 1.3, EC P-256 self-signed certificate), keep-alive, in its own process on loopback",
-		`- Run: \`pnpm bench${results.quick ? " --quick" : ""}\`, ${(results.elapsedMs / 1000).toFixed(0)} s in all`,
+		`- Code: commit ${machine.commit}; run: \`pnpm bench${results.quick ? " --quick" : ""}\`, ${(results.elapsedMs / 1000).toFixed(0)} s in all`,
+		...(machine.loadAverage > machine.cores * 0.75
+			? [
+					"- Other work was running on the machine (load average near or above the core count): absolute times and p99s are wider than on an idle machine; the interleaved ratios are what to read.",
+				]
+			: []),
 		...results.missing.map((problem) => `- **Missing contenders**: ${problem}`),
 		"",
 		"## Goals",
