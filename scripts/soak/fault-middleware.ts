@@ -1,0 +1,179 @@
+// The faults that happen inside a function, as a Middy middleware composed after the example's own (runs inside
+// the execution environments, bundled into the fixture). It does what application code and other middlewares do
+// to the connections the middlewares manage, when the soak's directive for the invocation asks for it:
+//
+// - early-response: its `before` uses the database (a transaction with a marker row, or a user variable and a
+//   snapshot) and HTTP (a response body left unread, a background POST that is not idempotent), then answers
+//   early. Middy then skips every `after`.
+// - after-throws: its `after` throws once the handler has succeeded.
+// - timeout-query, kill-query: the handler's first statement is preceded by a `SELECT SLEEP(n)` on the same
+//   connection, inside the handler, so that Middy's early timeout fires (or the soak KILLs the connection) while a
+//   query runs.
+// - the state probe: reads what the connection carries (user variable, open transaction, snapshot) and answers
+//   early with it.
+//
+// The handler itself is the example's, unchanged. Its other faults (a statement the database refuses, an unknown
+// account, a malformed event) come from the event.
+import type { MiddlewareObj, Request } from "@middy/core";
+import type { HttpPoolContext } from "@middy-conn/http-pool";
+import type { InvocationDb } from "@middy-conn/mysql";
+import type { RowDataPacket } from "mysql2";
+import { AUDIT_PATH } from "../../packages/test-harness/src/partner-api.ts";
+import {
+	type Directive,
+	type FunctionName,
+	markerName,
+	SESSION_MARKER_VARIABLE,
+	type StateProbe,
+	sleepMarker,
+} from "./directive.ts";
+
+/** The error the soak's own `after` throws: named, so that the soak knows it when it comes back. */
+export class SoakFault extends Error {
+	override name = "SoakFault";
+}
+
+type SoakContext = Partial<HttpPoolContext> & { db?: InvocationDb };
+
+export interface FaultMiddlewareOptions {
+	functionName: FunctionName;
+	/** The invocation's directive, set by the fixture before the example's handler runs. */
+	directiveOf(request: Request): Directive | undefined;
+	/** Sent as a bearer token on the soak's own partner requests (a secret: it must never be seen in a log). */
+	partnerToken: string;
+}
+
+/** Uses the invocation's database the way a handler that then fails would: a transaction, or session state. */
+const useDatabase = async (functionName: FunctionName, db: InvocationDb, token: string) => {
+	const marker = markerName(token);
+	switch (functionName) {
+		case "orders-api":
+			await db.beginTransaction();
+			await db.query("INSERT INTO orders (customer_id, currency, total_cents) VALUES (?, ?, ?)", [
+				marker,
+				"EUR",
+				0,
+			]);
+			return;
+		case "ledger-writer":
+			await db.beginTransaction();
+			await db.query("INSERT INTO ledger_entries (account_id, amount_cents) VALUES (?, ?)", [marker, 1]);
+			return;
+		case "ledger-reader":
+			// A SELECT-only user: session state and a REPEATABLE READ snapshot are what it can leave behind.
+			await db.query(`SET ${SESSION_MARKER_VARIABLE} = ?`, [marker]);
+			await db.beginTransaction();
+			await db.query("SELECT COUNT(*) AS entries FROM ledger_entries");
+			return;
+		default:
+	}
+};
+
+/** Uses the invocation's HTTP pool: a body left unread, and a background POST that must not be replayed. */
+const useHttp = async (context: SoakContext, token: string, partnerToken: string) => {
+	const { http, waitUntil } = context;
+	if (!http || !waitUntil) return;
+	// The body is never read: the end of the invocation must drain or abort it, whatever path it ends on.
+	await http.request({ path: "/json", method: "GET" });
+	waitUntil(
+		http
+			.request({
+				path: AUDIT_PATH,
+				method: "POST",
+				headers: {
+					authorization: `Bearer ${partnerToken}`,
+					"content-type": "application/json",
+					"x-request-id": `early-${token}`,
+				},
+				body: JSON.stringify({ type: "soak.early-response", token }),
+			})
+			.then(async ({ statusCode, body }) => {
+				await body.dump();
+				if (statusCode !== 202) throw new Error(`the audit endpoint answered ${statusCode}`);
+			}),
+	);
+};
+
+/** The early response each function's caller can make sense of. */
+const earlyResponse = (functionName: FunctionName, event: unknown) => {
+	switch (functionName) {
+		case "orders-api":
+			return {
+				statusCode: 202,
+				headers: { "content-type": "application/json" },
+				body: JSON.stringify({ message: "accepted early, not processed" }),
+			};
+		case "webhook-relay": {
+			// Nothing was relayed: every record goes back to the queue.
+			const records = (event as { Records?: Array<{ messageId: string }> }).Records ?? [];
+			return { batchItemFailures: records.map((record) => ({ itemIdentifier: record.messageId })) };
+		}
+		default:
+			return { early: true };
+	}
+};
+
+/** Puts `SELECT SLEEP(n)` before the handler's first statement, on the invocation's own connection. */
+const slowFirstStatement = (context: SoakContext, directive: Directive) => {
+	const db = context.db;
+	if (!db || directive.fault === undefined) return;
+	const marker = sleepMarker(directive.fault, directive.token);
+	let sleeping: Promise<unknown> | undefined;
+	const first = () => {
+		sleeping ??= db.query("SELECT SLEEP(?) AS slept, ? AS soak", [directive.sleepSeconds ?? 1, marker]);
+		return sleeping;
+	};
+	const afterFirst =
+		<A extends unknown[], R>(method: (...args: A) => Promise<R>) =>
+		async (...args: A): Promise<R> => {
+			await first();
+			return method(...args);
+		};
+	const slowed: InvocationDb = {
+		query: afterFirst(db.query) as InvocationDb["query"],
+		execute: afterFirst(db.execute) as InvocationDb["execute"],
+		beginTransaction: afterFirst(db.beginTransaction),
+		commit: afterFirst(db.commit),
+		rollback: afterFirst(db.rollback),
+		connection: afterFirst(db.connection),
+	};
+	context.db = slowed;
+};
+
+const probeState = async (db: InvocationDb): Promise<StateProbe> => {
+	const [rows] = await db.query<RowDataPacket[]>(
+		`SELECT ${SESSION_MARKER_VARIABLE} AS marker, @@in_transaction AS inTransaction, (SELECT MAX(id) FROM ledger_entries) AS maxEntryId`,
+	);
+	const row = rows[0] as RowDataPacket | undefined;
+	return {
+		marker: row?.marker === null || row?.marker === undefined ? null : String(row.marker),
+		inTransaction: Number(row?.inTransaction),
+		maxEntryId: row?.maxEntryId === null || row?.maxEntryId === undefined ? null : Number(row.maxEntryId),
+	};
+};
+
+export const faultMiddleware = (options: FaultMiddlewareOptions): MiddlewareObj => ({
+	before: async (request) => {
+		const directive = options.directiveOf(request);
+		const context = request.context as unknown as SoakContext;
+		if (!directive) return undefined;
+		if (directive.probe === "state" && context.db) return { probe: await probeState(context.db) };
+		switch (directive.fault) {
+			case "early-response":
+				if (context.db) await useDatabase(options.functionName, context.db, directive.token);
+				await useHttp(context, directive.token, options.partnerToken);
+				return earlyResponse(options.functionName, request.event);
+			case "timeout-query":
+			case "kill-query":
+				slowFirstStatement(context, directive);
+				return undefined;
+			default:
+				return undefined;
+		}
+	},
+	after: (request) => {
+		if (options.directiveOf(request)?.fault === "after-throws") {
+			throw new SoakFault("an after middleware threw after the handler succeeded (injected by the soak)");
+		}
+	},
+});

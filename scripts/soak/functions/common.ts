@@ -1,0 +1,295 @@
+// What the soak's four function drivers share: the soak's clock, a step's shape, and the checks every function
+// that uses the database or a partner gets. Each driver (orders-api.ts, read-after-write.ts, webhook-relay.ts) says
+// what event a step sends, which faults it sets up outside the process (on the partner, on the database, the
+// freeze), and what it checks after the step and at the end.
+//
+// Bookkeeping is by unique names: every order has its own customer id, every SQS record its own message id,
+// every early response its own audit id, every marker row its own token. At the end the database and the partner
+// are asked what really happened to each, and that is compared with what the callers were told.
+import type { InvocationOutcome } from "../../../packages/test-harness/src/execution-environment.ts";
+import type { MysqlAdmin, TestDatabase } from "../../../packages/test-harness/src/mysql-admin.ts";
+import type { PartnerApi, PartnerPath } from "../../../packages/test-harness/src/partner-api.ts";
+import type { Directive, FaultKind, FunctionName } from "../directive.ts";
+import { type InvocationResult, isClearError, type Ledger, type Row } from "../invariants.ts";
+import type { Step } from "../plan.ts";
+
+/** The soak's clock: Lambda's and the partners' durations, scaled so that faults cost milliseconds. */
+export const SETTINGS = {
+	/** The partners close idle keep-alive sockets after this long, without saying so. */
+	partnerKeepAliveMs: 500,
+	/** bodyTimeout of the functions' HTTP pools (undici and the middleware: 10 s). */
+	bodyTimeoutMs: 400,
+	/** The functions' timeout. */
+	functionTimeoutMs: 5000,
+	/** orders-api/handler.ts: httpPool({ connections: 2 }). */
+	ordersConnections: 2,
+	/** webhook-relay: RELAY_CONCURRENCY, and so its pool's `connections`. */
+	relayConcurrency: 3,
+	/** read-after-write/handler.ts: the reader's pool, connectionLimit: 2. */
+	readerPoolLimit: 2,
+	/** timeout-query: the function's timeout, and the statement that outlasts it. */
+	queryTimeoutMs: 300,
+	querySleepSeconds: 0.6,
+	/** kill-query: the statement the soak KILLs the connection under. */
+	killSleepSeconds: 3,
+	/** timeout-http, orders-api: the webhook outlasts the waitUntil deadline (timeout minus the 500 ms reserve). */
+	ordersTimeoutMs: 1300,
+	ordersSlowWebhookMs: 4000,
+	/** timeout-http, webhook-relay: the relay starts records with ≥ 2 s left; one record's answer never comes in time. */
+	relayTimeoutMs: 2600,
+	relaySlowMs: 6000,
+} as const;
+
+/** Accounts the writer appends to and the reader reads; each starts with one entry, so none is ever unknown. */
+export const ACCOUNTS = ["acct-0", "acct-1", "acct-2", "acct-3", "acct-4"];
+/** Products of the soak's orders and relayed events. */
+export const SKUS = ["TEA-GREEN-100G", "MUG-WHITE", "KETTLE-1L", "TEA-BLACK-250G", "STRAINER"];
+/** The account the soak itself writes to before each state probe. */
+export const PROBE_ACCOUNT = "probe";
+
+/** Faults a function must absorb: the invocation succeeds as if nothing had happened. */
+export const TRANSPARENT = new Set<FaultKind>([
+	"partner-reset",
+	"partner-close-idle",
+	"partner-slow-body",
+	"long-freeze",
+]);
+
+/** Rows where every request to the partner must get through (retries included): no fault, or one absorbed. */
+export const mustDeliver = (row: Row): boolean =>
+	row === "none" || row === "probe" || (row !== "db-restart" && TRANSPARENT.has(row));
+
+export interface LogBook {
+	/** Messages the function logged while serving this request id. */
+	messages(requestId: string): string[];
+}
+
+/** A background task or an SQS record reported failed in the invocation's log (http-pool's logger). */
+export const reportedInLog = (logs: LogBook, requestId: string) =>
+	logs
+		.messages(requestId)
+		.some((message) => /background task/.test(message) && /failed|aborted/.test(message));
+
+export interface SoakContext {
+	ledger: Ledger;
+	/** The admin connection (a new one after each restart of the server). */
+	admin(): MysqlAdmin;
+	users: { orders: TestDatabase; writer: TestDatabase; reader: TestDatabase };
+	partners: { orders: PartnerApi; relay: PartnerApi };
+	logs: LogBook;
+}
+
+/** One step as it runs. */
+export interface StepRun {
+	step: Step;
+	row: Row;
+	/** Unique per step. */
+	token: string;
+	requestId: string;
+	/** The step's own random numbers. */
+	next: () => number;
+	/** The first invocation of this function after a DB restart: a clear error is an acceptable outcome. */
+	afterRestart: boolean;
+}
+
+export interface Prepared {
+	event: unknown;
+	directive: Directive;
+	timeoutMs?: number;
+	/** Runs while the invocation runs (the KILL); `settled()` says when the invocation is over. */
+	during?: (settled: () => boolean) => Promise<void>;
+	/** The invocation's outcome, as the caller saw it. */
+	classify(outcome: InvocationOutcome): InvocationResult;
+	/** Whether the outcome is the one the fault explains (a failure where a failure is expected, and so on). */
+	expected(outcome: InvocationOutcome, result: InvocationResult): boolean;
+	/** Invariants of this step: data, deliveries, connections. */
+	check(outcome: InvocationOutcome): Promise<void>;
+}
+
+export interface Driver {
+	readonly fn: FunctionName;
+	prepare(run: StepRun): Promise<Prepared>;
+	/** After the run: what the database and the partner say happened, against what the callers were told. */
+	reconcile(): Promise<void>;
+	/** Figures for the report. */
+	figures(): string[];
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export const pick = <T>(next: () => number, items: readonly T[]): T =>
+	items[Math.floor(next() * items.length)] as T;
+export const integer = (next: () => number, min: number, max: number) =>
+	min + Math.floor(next() * (max - min + 1));
+
+/** Function errors (not HTTP answers): a clear error, or not. */
+export const classifyFunctionError = (outcome: InvocationOutcome): InvocationResult =>
+	outcome.ok ? "succeeded" : isClearError(outcome) ? "clear error" : "unclear";
+
+/** Whether a fault is expected to fail the invocation (and fails it with a clear error). */
+export const failureExpected = (fault: FaultKind | undefined) =>
+	fault !== undefined && !TRANSPARENT.has(fault) && fault !== "early-response";
+
+/**
+ * The default expectation: transparent faults and ordinary steps succeed; other faults may fail clearly (a fault
+ * that did not bite, like a KILL that came after the statement, is not the middleware's doing).
+ */
+export const defaultExpected = (run: StepRun, result: InvocationResult): boolean => {
+	if (result === "unclear") return false;
+	if (result === "succeeded") return true;
+	return failureExpected(run.step.fault) || run.afterRestart;
+};
+
+/** Finds the statement marked `marker` in the user's processlist and KILLs its connection. */
+export const killWhenRunning =
+	(context: SoakContext, user: string, marker: string, kills: { landed: number; missed: number }) =>
+	async (settled: () => boolean) => {
+		const deadline = Date.now() + 2500;
+		while (Date.now() < deadline && !settled()) {
+			const running = (await context.admin().processlist(user)).find((process) =>
+				process.info?.includes(marker),
+			);
+			if (running) {
+				await context
+					.admin()
+					.kill(running.id)
+					.catch(() => {});
+				kills.landed++;
+				return;
+			}
+			await sleep(10);
+		}
+		kills.missed++;
+	};
+
+/** Waits (bounded) for a scoped user's connections to be back at zero; a leak if they are not. */
+export const checkScopedBaseline = async (
+	context: SoakContext,
+	run: StepRun,
+	fn: FunctionName,
+	user: string,
+) => {
+	// A statement still running when Middy's timeout destroyed its socket ends on the server when it ends
+	// (README: bound long statements with max_statement_time): allow for it, and no more.
+	const linger = run.step.fault === "timeout-query" ? SETTINGS.querySleepSeconds * 1000 : 0;
+	const left = await context.admin().settleConnections(user, 0, 1500 + linger);
+	if (left !== 0) {
+		context.ledger.violation(
+			"leak",
+			run.row,
+			fn,
+			`${left} connection(s) of the app user still open after the invocation (scoped mode: baseline 0)`,
+		);
+	}
+	return left === 0;
+};
+
+/** The partner's sockets from one function never exceed its pool's `connections`. */
+export const checkSockets = (
+	context: SoakContext,
+	run: StepRun,
+	fn: FunctionName,
+	partner: PartnerApi,
+	limit: number,
+) => {
+	if (partner.peakOpenAtRequest > limit && !socketsReported.has(partner)) {
+		socketsReported.add(partner);
+		context.ledger.violation(
+			"leak",
+			run.row,
+			fn,
+			`the partner had ${partner.peakOpenAtRequest} sockets open when a request arrived (connections: ${limit})`,
+		);
+	}
+};
+const socketsReported = new WeakSet<PartnerApi>();
+
+/** Partner faults that happen while the function is frozen, before the invocation thaws it. */
+export const partnerFaultsWhileFrozen = async (run: StepRun, partner: PartnerApi, perRequest: () => void) => {
+	switch (run.step.fault) {
+		case "partner-reset":
+			// Either every connection is reset while the function is frozen, or the next request's connection is.
+			if (run.next() < 0.5) partner.server.resetAllConnections();
+			else perRequest();
+			return;
+		case "partner-close-idle":
+			partner.server.closeIdleConnections();
+			return;
+		case "long-freeze":
+			await sleep(SETTINGS.partnerKeepAliveMs + 250);
+			return;
+		default:
+	}
+};
+
+export const directiveOf = (run: StepRun, sleepSeconds?: number): Directive => ({
+	token: run.token,
+	...(run.step.fault ? { fault: run.step.fault } : {}),
+	...(run.step.probe ? { probe: run.step.probe } : {}),
+	...(sleepSeconds === undefined ? {} : { sleepSeconds }),
+});
+
+/** Sleep and timeout of the query faults, for the functions that use the database. */
+export const queryFault = (run: StepRun) =>
+	run.step.fault === "timeout-query"
+		? { sleepSeconds: SETTINGS.querySleepSeconds, timeoutMs: SETTINGS.queryTimeoutMs }
+		: run.step.fault === "kill-query"
+			? { sleepSeconds: SETTINGS.killSleepSeconds }
+			: {};
+
+/**
+ * A background task of an invocation (a webhook, an early response's POST): delivered exactly once before the
+ * invocation returned, or reported failed. A POST that reaches the partner only later was frozen mid-flight with
+ * the process: on Lambda it lands in some later invocation, or never.
+ */
+export interface BackgroundTask {
+	/** For messages: "webhook of order 12". */
+	label: string;
+	path: PartnerPath;
+	key: string;
+	requestId: string;
+	row: Row;
+	/** How many times the partner had processed it when the invocation returned. */
+	processedAtReturn: number | undefined;
+}
+
+export const backgroundTask = (
+	partner: PartnerApi,
+	task: Omit<BackgroundTask, "processedAtReturn">,
+): BackgroundTask => ({ ...task, processedAtReturn: partner.accepted(task.path).get(task.key) ?? 0 });
+
+/** Delivered once, reported failed, lost or duplicated: what the partner and the logs say of each task. */
+export const reconcileTasks = (
+	context: SoakContext,
+	fn: FunctionName,
+	partner: PartnerApi,
+	tasks: BackgroundTask[],
+	tally: { delivered: number; reported: number },
+	/** Rows whose fault explains a failed task; anywhere else a task must be delivered. */
+	mayFail: (row: Row) => boolean = () => true,
+) => {
+	for (const task of tasks) {
+		const processed = partner.accepted(task.path).get(task.key) ?? 0;
+		const atReturn = task.processedAtReturn ?? processed;
+		if (processed > 1) {
+			context.ledger.violation("duplicated", task.row, fn, `${task.label} processed ${processed} times`);
+		} else if (atReturn === 1) {
+			tally.delivered++;
+			context.ledger.task(task.row, "delivered");
+		} else if (reportedInLog(context.logs, task.requestId)) {
+			tally.reported++;
+			context.ledger.task(task.row, "reported failed");
+			if (!mayFail(task.row)) {
+				context.ledger.violation("unexpected", task.row, fn, `${task.label} failed, and nothing explains it`);
+			}
+		} else if (processed === 1) {
+			context.ledger.violation(
+				"lost",
+				task.row,
+				fn,
+				`${task.label} reached the partner only after its invocation had returned (frozen mid-flight), and was not reported`,
+			);
+		} else {
+			context.ledger.violation("lost", task.row, fn, `${task.label} neither delivered nor reported failed`);
+		}
+	}
+};
