@@ -197,6 +197,10 @@ export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>()
 				return json(200, { ...found, lines });
 			}
 			default:
+				// A REST API (or payload format 1.0) event has no routeKey: the integration is not the one this expects.
+				if (typeof event.routeKey !== "string") {
+					throw badRequest("expected an API Gateway HTTP API event, payload format 2.0");
+				}
 				throw createError(404, JSON.stringify({ message: `no route for ${event.routeKey}` }));
 		}
 	});

@@ -25,6 +25,11 @@ const relayPath = process.env.RELAY_PATH ?? "/v1/events";
 /** Records are not started with less time than this left: they are reported as failed and retried later. */
 const reserveMs = 2_000;
 
+/** An event that is not an SQS batch (a misconfigured trigger, a test event): retrying it cannot succeed. */
+class InvalidEvent extends Error {
+	override name = "InvalidEvent";
+}
+
 /** Runs `work` on every item, never more than `limit` at a time. */
 const forEachConcurrently = async <T>(
 	items: readonly T[],
@@ -50,6 +55,11 @@ export const handler = middy<SQSEvent, SQSBatchResponse>()
 		}),
 	)
 	.handler(async (event, context, { signal }) => {
+		if (!Array.isArray((event as Partial<SQSEvent> | null)?.Records)) {
+			throw new InvalidEvent(
+				"expected an SQS event with a Records array: is this function's trigger an SQS queue?",
+			);
+		}
 		const failures: SQSBatchItemFailure[] = [];
 
 		const relay = async (record: SQSRecord) => {
