@@ -196,7 +196,8 @@ export const renderChart = (comparisons: readonly ComparisonResult[], quick: boo
 	const height = axisY + 30;
 	const title = `Median time per invocation (log scale)${quick ? " — QUICK RUN, not representative" : ""}`;
 	return [
-		`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">`,
+		`<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="title" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">`,
+		`<title id="title">${escapeXml(title)}: middy-conn benchmarks</title>`,
 		"<style>.group{font-weight:600;font-size:13px}.ours{font-weight:600;fill:#d9480f}.grid{stroke:#e9ecef}.tick{fill:#868e96;font-size:11px}</style>",
 		`<rect width="${width}" height="${height}" fill="#fff"/>`,
 		`<text x="10" y="22" font-size="15" font-weight="600">${escapeXml(title)}</text>`,
