@@ -64,6 +64,9 @@ export class MiddyConnError extends Error {
 		this.package = options.package;
 		this.code = options.code ?? codeOf(options.cause);
 		if (options.details) Object.assign(this, options.details);
-		if (this.stack) this.stack = redact(this.stack, secrets);
+		// Reading `stack` formats it (prepareStackTrace): pay for that only when there is a secret to redact.
+		if (secrets.some((secret) => secret && secret.length >= 3) && this.stack) {
+			this.stack = redact(this.stack, secrets);
+		}
 	}
 }
