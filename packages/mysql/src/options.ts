@@ -1,5 +1,6 @@
 // The middleware's options: defaults, validation (a TypeError naming the option, when mysqlConnection() is
 // called, as Middy's own packages do), and the normalisation of `config` into what mysql2 is handed.
+import { isIP } from "node:net";
 import type { Request } from "@middy/core";
 import { executionContextKeys, lambdaContextKeys, validateOptions } from "@middy/util";
 import { isLogger, type LoggerOption } from "@middy-conn/lifecycle";
@@ -71,6 +72,16 @@ export const poolOnlyKeys = ["connectionLimit", "maxIdle", "idleTimeout", "queue
 
 const secretKeys = ["password", "password1", "password2", "password3", "passwordSha1"] as const;
 
+/**
+ * The longest delay a Node timer takes (2^31 - 1 ms). mysql2 hands connectTimeout and idleTimeout to setTimeout,
+ * which fires after 1 ms instead beyond it: a connect timeout of 1e10 would time every connect out at once.
+ */
+const maxTimerMs = 2_147_483_647;
+
+/** A DNS name (RFC 1123 labels, underscores tolerated as resolvers do), or an IP address (checked with isIP). */
+const hostName =
+	/^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
 const integer = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) => ({
 	type: "integer",
 	minimum,
@@ -97,7 +108,7 @@ const configSchema = {
 		database: { type: "string" },
 		charset: { type: "string" },
 		charsetNumber: integer(1),
-		connectTimeout: integer(1),
+		connectTimeout: integer(1, maxTimerMs),
 		// any string passes here, so that a profile name other than "rds" gets its own message below
 		ssl: (value: unknown) =>
 			typeof value === "string" || (value !== null && typeof value === "object" && !Array.isArray(value)),
@@ -131,7 +142,7 @@ const configSchema = {
 		stream: () => true,
 		connectionLimit: integer(1),
 		maxIdle: integer(0),
-		idleTimeout: integer(0),
+		idleTimeout: integer(0, maxTimerMs),
 		queueLimit: integer(0),
 		waitForConnections: { type: "boolean" },
 		resetOnRelease: (value: unknown) => value === false,
@@ -139,10 +150,10 @@ const configSchema = {
 	additionalProperties: false,
 } as const;
 
+/** A URL with a host: `mysql:///db` would silently mean localhost. */
 function parseableUrl(value: string): boolean {
 	try {
-		new URL(value);
-		return true;
+		return new URL(value).hostname !== "";
 	} catch {
 		return false;
 	}
@@ -212,8 +223,14 @@ export const validateConfig = (config: unknown, mode: "scoped" | "pool", path = 
 				`Option '${path}.host' must be a host name or an IP address (no scheme, path, credentials or spaces; a URL goes in '${path}.uri')`,
 			);
 		}
-		if (/^[^:]+:\d+$/.test(record.host)) {
+		if (/^[^:]+:\d+$/.test(record.host) || /^\[.*\]:\d+$/.test(record.host)) {
 			throw typeError(`Option '${path}.host' must not include the port: use '${path}.port'`);
+		}
+		// Anything else that is neither a DNS name nor an IP address fails only at the first connect (ENOTFOUND).
+		if (isIP(record.host) === 0 && !hostName.test(record.host)) {
+			throw typeError(
+				`Option '${path}.host' must be a host name or an IP address (letters, digits, '-', '_' and '.'; IPv6 without brackets)`,
+			);
 		}
 	}
 	if (mode === "scoped") {
