@@ -15,7 +15,7 @@ export default defineConfig({
 		},
 	},
 	test: {
-		include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts"],
+		include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts", "test/**/*.test.ts"],
 		// One throwaway MySQL server for the whole run, not one per file.
 		globalSetup: ["./packages/test-harness/src/vitest-global-setup.ts"],
 		pool: "forks",
