@@ -8,3 +8,4 @@ export * from "./partner-api.ts";
 export * from "./sql-file.ts";
 export * from "./tcp-proxy.ts";
 export * from "./tls-certificate.ts";
+export * from "./unreachable-servers.ts";
