@@ -16,6 +16,7 @@ import {
 	configFor,
 	type MysqlConnectionOptions,
 	mysqlConnectionValidateOptions,
+	pkg,
 	type ResolvedConfig,
 	resolveConfig,
 } from "./options.ts";
@@ -53,14 +54,32 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 	// cold start, and "rds" loads a CA bundle).
 	let resolved: Promise<ResolvedConfig> | undefined;
 	const config = settings.config;
+	const logger = safeLogger(settings.logger);
+	// Certificate verification is never switched off silently: said once, when it is seen (at cold start for an
+	// object config, at the first connect for a config function or a uri's ssl parameter).
+	let warnedUnverified = false;
+	const warnIfUnverified = (ssl: unknown) => {
+		if (warnedUnverified || (ssl as { rejectUnauthorized?: unknown } | null)?.rejectUnauthorized !== false)
+			return;
+		warnedUnverified = true;
+		logger.warn(
+			`${pkg}: ssl.rejectUnauthorized is false: the server's TLS certificate is NOT verified. Pass ssl.ca (or ssl: "rds") to trust its CA instead`,
+		);
+	};
+	if (typeof config !== "function") warnIfUnverified(config.ssl);
+	const checked = (config: Promise<ResolvedConfig>) =>
+		config.then((ready) => {
+			warnIfUnverified(ready.driver.ssl);
+			return ready;
+		});
 	const shared: Shared = {
 		settings,
-		logger: safeLogger(settings.logger),
+		logger,
 		resolve:
 			typeof config === "function"
-				? (request) => configFor(settings, request)
+				? (request) => checked(configFor(settings, request))
 				: () => {
-						resolved ??= resolveConfig(config, settings.mode);
+						resolved ??= checked(resolveConfig(config, settings.mode));
 						return resolved;
 					},
 		poolKey: undefined,
