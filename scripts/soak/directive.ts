@@ -64,8 +64,5 @@ export interface MemoryProbe {
 /** The statement slipped in before the handler's first one: the soak finds it in the processlist by `marker`. */
 export const sleepMarker = (fault: FaultKind, token: string): string => `soak-${fault}-${token}`;
 
-/** The user variable an early response leaves behind in ledger-reader's pooled connection. */
-export const SESSION_MARKER_VARIABLE = "@soak_marker";
-
 /** Names of marker rows written in transactions that must be rolled back. */
 export const markerName = (token: string): string => `marker-${token}`;

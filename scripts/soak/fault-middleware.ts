@@ -19,14 +19,7 @@ import type { HttpPoolContext } from "@middy-conn/http-pool";
 import type { InvocationDb } from "@middy-conn/mysql";
 import type { RowDataPacket } from "mysql2";
 import { AUDIT_PATH } from "../../packages/test-harness/src/partner-api.ts";
-import {
-	type Directive,
-	type FunctionName,
-	markerName,
-	SESSION_MARKER_VARIABLE,
-	type StateProbe,
-	sleepMarker,
-} from "./directive.ts";
+import { type Directive, type FunctionName, markerName, type StateProbe, sleepMarker } from "./directive.ts";
 
 /** The error the soak's own `after` throws: named, so that the soak knows it when it comes back. */
 export class SoakFault extends Error {
@@ -61,7 +54,7 @@ const useDatabase = async (functionName: FunctionName, db: InvocationDb, token: 
 			return;
 		case "ledger-reader":
 			// A SELECT-only user: session state and a REPEATABLE READ snapshot are what it can leave behind.
-			await db.query(`SET ${SESSION_MARKER_VARIABLE} = ?`, [marker]);
+			await db.query("SET @soak_marker = ?", [marker]);
 			await db.beginTransaction();
 			await db.query("SELECT COUNT(*) AS entries FROM ledger_entries");
 			return;
@@ -142,7 +135,7 @@ const slowFirstStatement = (context: SoakContext, directive: Directive) => {
 
 const probeState = async (db: InvocationDb): Promise<StateProbe> => {
 	const [rows] = await db.query<RowDataPacket[]>(
-		`SELECT ${SESSION_MARKER_VARIABLE} AS marker, @@in_transaction AS inTransaction, (SELECT MAX(id) FROM ledger_entries) AS maxEntryId`,
+		"SELECT @soak_marker AS marker, @@in_transaction AS inTransaction, (SELECT MAX(id) FROM ledger_entries) AS maxEntryId",
 	);
 	const row = rows[0] as RowDataPacket | undefined;
 	return {
