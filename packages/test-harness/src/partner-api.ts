@@ -14,9 +14,9 @@
 // `x-request-id`. A key processed twice is a duplicate.
 //
 // Faults, for the soak: the next request to a path, or the first request with a key, can be made to meet one
-// (`failNext`, `failKey`): a reset before it is processed, an answer slower than the client waits (a request
-// whose client gave up first is not processed), a body that stalls after the headers (processed), or an error
-// status (not processed).
+// (`failNext`, `failKey`): a reset before it is processed, a reset after it was processed (the answer is lost), an
+// answer slower than the client waits (a request whose client gave up first is not processed), a body that stalls
+// after the headers (processed), or an error status (not processed).
 import { startHttpServer, type TestHttpServer } from "./http-server.ts";
 
 export const ORDERS_WEBHOOK_PATH = "/webhooks/orders";
@@ -28,6 +28,11 @@ export type PartnerPath = typeof ORDERS_WEBHOOK_PATH | typeof RELAY_EVENTS_PATH 
 export type PartnerFault =
 	/** TCP reset as soon as the request has arrived: not processed, no response byte. */
 	| { kind: "reset" }
+	/**
+	 * Processed, and then the connection is reset before the answer goes out: the client cannot know whether it
+	 * was. A retry of it is a second delivery, which only an idempotency key makes harmless.
+	 */
+	| { kind: "reset-after" }
 	/** Answers after `ms`; if the client has given up by then, the request is not processed. */
 	| { kind: "slow"; ms: number }
 	/** Processed: the status and headers go out at once, the body `ms` later. */
@@ -58,6 +63,8 @@ export interface PartnerApi {
 	accepted(path: PartnerPath): ReadonlyMap<string, number>;
 	/** Requests that reached the endpoint per key, processed or not (retries and refusals included). */
 	received(path: PartnerPath): ReadonlyMap<string, number>;
+	/** Requests processed whose answer was then lost (a `reset-after` fault), per key. */
+	unanswered(path: PartnerPath): ReadonlyMap<string, number>;
 	/** Idempotency keys of the relay deliveries refused with a 503 for `"flaky":true` (each once). */
 	readonly refused: ReadonlySet<string>;
 	/** The most TCP connections the partner had open when a request arrived. */
@@ -80,6 +87,7 @@ export const startPartnerApi = async (options: PartnerApiOptions = {}): Promise<
 	const paths: PartnerPath[] = [ORDERS_WEBHOOK_PATH, RELAY_EVENTS_PATH, AUDIT_PATH];
 	const accepted = new Map(paths.map((path) => [path, new Map<string, number>()]));
 	const received = new Map(paths.map((path) => [path, new Map<string, number>()]));
+	const unanswered = new Map(paths.map((path) => [path, new Map<string, number>()]));
 	const nextFaults = new Map<PartnerPath, PartnerFault[]>();
 	const keyFaults = new Map<string, PartnerFault>();
 	const refused = new Set<string>();
@@ -117,6 +125,12 @@ export const startPartnerApi = async (options: PartnerApiOptions = {}): Promise<
 			switch (fault?.kind) {
 				case "reset":
 					server.resetConnection(arrived.socketId);
+					return;
+				case "reset-after":
+					processNow((status) => {
+						if (status >= 200 && status < 300) count(unanswered, path, key);
+						server.resetConnection(arrived.socketId);
+					});
 					return;
 				case "refuse":
 					answer(fault.status);
@@ -164,6 +178,7 @@ export const startPartnerApi = async (options: PartnerApiOptions = {}): Promise<
 		ca: server.ca,
 		accepted: (path) => accepted.get(path) as Map<string, number>,
 		received: (path) => received.get(path) as Map<string, number>,
+		unanswered: (path) => unanswered.get(path) as Map<string, number>,
 		refused,
 		get peakOpenAtRequest() {
 			return peakOpenAtRequest;

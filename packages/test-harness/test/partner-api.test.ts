@@ -114,4 +114,17 @@ describe("the partner API", () => {
 		partner.clearFaults();
 		expect(await post(client, ORDERS_WEBHOOK_PATH, "order-5")).toBe(202);
 	});
+
+	it("processes a request and then resets its connection, so that its answer is lost", async () => {
+		const { partner, client } = await start();
+		partner.failKey("m-3", { kind: "reset-after" });
+		await expect(post(client, RELAY_EVENTS_PATH, "m-3")).rejects.toMatchObject({
+			code: expect.stringMatching(/ECONNRESET|UND_ERR_SOCKET/),
+		});
+		expect(partner.accepted(RELAY_EVENTS_PATH).get("m-3")).toBe(1);
+		expect(partner.unanswered(RELAY_EVENTS_PATH).get("m-3")).toBe(1);
+		// a retry is a second delivery
+		expect(await post(client, RELAY_EVENTS_PATH, "m-3")).toBe(202);
+		expect(partner.accepted(RELAY_EVENTS_PATH).get("m-3")).toBe(2);
+	});
 });
