@@ -8,7 +8,11 @@
 // are asked what really happened to each, and that is compared with what the callers were told.
 import type { InvocationOutcome } from "../../../packages/test-harness/src/execution-environment.ts";
 import type { MysqlAdmin, TestDatabase } from "../../../packages/test-harness/src/mysql-admin.ts";
-import type { PartnerApi, PartnerPath } from "../../../packages/test-harness/src/partner-api.ts";
+import {
+	AUDIT_PATH,
+	type PartnerApi,
+	type PartnerPath,
+} from "../../../packages/test-harness/src/partner-api.ts";
 import type { Directive, FaultKind, FunctionName } from "../directive.ts";
 import { type InvocationResult, isClearError, type Ledger, type Row } from "../invariants.ts";
 import type { Step } from "../plan.ts";
@@ -203,14 +207,23 @@ export const checkSockets = (
 };
 const socketsReported = new WeakSet<PartnerApi>();
 
-/** Partner faults that happen while the function is frozen, before the invocation thaws it. */
-export const partnerFaultsWhileFrozen = async (run: StepRun, partner: PartnerApi, perRequest: () => void) => {
+/**
+ * Partner faults that happen while the function is frozen, before the invocation thaws it. `perRequest` sets up a
+ * reset of the next request's connection: before the partner processed it, or after (the answer is lost).
+ */
+export const partnerFaultsWhileFrozen = async (
+	run: StepRun,
+	partner: PartnerApi,
+	perRequest: (kind: "reset" | "reset-after") => void,
+) => {
 	switch (run.step.fault) {
-		case "partner-reset":
-			// Either every connection is reset while the function is frozen, or the next request's connection is.
-			if (run.next() < 0.5) partner.server.resetAllConnections();
-			else perRequest();
+		case "partner-reset": {
+			// Every connection reset while the function is frozen, or the next request's, before or after it is processed.
+			const variant = run.next();
+			if (variant < 0.4) partner.server.resetAllConnections();
+			else perRequest(variant < 0.7 ? "reset" : "reset-after");
 			return;
+		}
 		case "partner-close-idle":
 			partner.server.closeIdleConnections();
 			return;
@@ -219,6 +232,15 @@ export const partnerFaultsWhileFrozen = async (run: StepRun, partner: PartnerApi
 			return;
 		default:
 	}
+};
+
+/**
+ * The early response's background POST is not idempotent (no key, no `idempotent: true`): half the time the
+ * partner processes it and then resets the connection. It must then be reported failed, and never sent again.
+ */
+export const earlyResponseFaults = (run: StepRun, partner: PartnerApi) => {
+	if (run.step.fault === "early-response" && run.next() < 0.5)
+		partner.failNext(AUDIT_PATH, { kind: "reset-after" });
 };
 
 export const directiveOf = (run: StepRun, sleepSeconds?: number): Directive => ({
@@ -248,6 +270,11 @@ export interface BackgroundTask {
 	key: string;
 	requestId: string;
 	row: Row;
+	/**
+	 * Sent with an idempotency key (and `idempotent: true`): after an answer was lost, a replay is by design, and
+	 * the partner deduplicates. Without one, a second delivery is a duplicate, whatever happened to the first.
+	 */
+	idempotent: boolean;
 	/** How many times the partner had processed it when the invocation returned. */
 	processedAtReturn: number | undefined;
 }
@@ -270,9 +297,16 @@ export const reconcileTasks = (
 	for (const task of tasks) {
 		const processed = partner.accepted(task.path).get(task.key) ?? 0;
 		const atReturn = task.processedAtReturn ?? processed;
-		if (processed > 1) {
-			context.ledger.violation("duplicated", task.row, fn, `${task.label} processed ${processed} times`);
-		} else if (atReturn === 1) {
+		const lostAnswers = partner.unanswered(task.path).get(task.key) ?? 0;
+		const replays = task.idempotent ? lostAnswers : 0;
+		if (processed > 1 + replays) {
+			context.ledger.violation(
+				"duplicated",
+				task.row,
+				fn,
+				`${task.label} processed ${processed} times (${lostAnswers} answer(s) lost; ${task.idempotent ? "idempotent" : "not idempotent: never to be replayed"})`,
+			);
+		} else if (atReturn >= 1) {
 			tally.delivered++;
 			context.ledger.task(task.row, "delivered");
 		} else if (reportedInLog(context.logs, task.requestId)) {
@@ -281,7 +315,7 @@ export const reconcileTasks = (
 			if (!mayFail(task.row)) {
 				context.ledger.violation("unexpected", task.row, fn, `${task.label} failed, and nothing explains it`);
 			}
-		} else if (processed === 1) {
+		} else if (processed >= 1) {
 			context.ledger.violation(
 				"lost",
 				task.row,

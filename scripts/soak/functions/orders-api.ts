@@ -21,6 +21,7 @@ import {
 	type Driver,
 	defaultExpected,
 	directiveOf,
+	earlyResponseFaults,
 	integer,
 	killWhenRunning,
 	mustDeliver,
@@ -144,9 +145,8 @@ export const ordersApi = (context: SoakContext): Driver => {
 				event = postOrder(order);
 			}
 			partner.clearFaults();
-			await partnerFaultsWhileFrozen(run, partner, () =>
-				partner.failNext(ORDERS_WEBHOOK_PATH, { kind: "reset" }),
-			);
+			await partnerFaultsWhileFrozen(run, partner, (kind) => partner.failNext(ORDERS_WEBHOOK_PATH, { kind }));
+			earlyResponseFaults(run, partner);
 			if (fault === "partner-slow-body") {
 				partner.failNext(ORDERS_WEBHOOK_PATH, { kind: "slow-body", ms: SETTINGS.bodyTimeoutMs * 3 });
 			}
@@ -212,6 +212,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 										key: `order-${id}`,
 										requestId: run.requestId,
 										row: run.row,
+										idempotent: true,
 									}),
 								);
 							}
@@ -225,6 +226,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 								key: `early-${run.token}`,
 								requestId: run.requestId,
 								row: run.row,
+								idempotent: false,
 							}),
 						);
 					}
@@ -278,6 +280,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 						key: `order-${id}`,
 						requestId: order.requestId,
 						row: order.row,
+						idempotent: true,
 						processedAtReturn: undefined,
 					});
 				}
@@ -325,7 +328,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 		},
 		figures: () => [
 			`orders-api (scoped): the app user back to 0 DB connections after ${baseline.held}/${baseline.checked} invocations; ` +
-				`${reads.fresh}/${reads.total} orders read back fresh; webhooks ${webhooks.delivered} delivered once before their invocation returned, ${webhooks.reported} reported failed; ` +
+				`${reads.fresh}/${reads.total} orders read back fresh; webhooks ${webhooks.delivered} delivered before their invocation returned, ${webhooks.reported} reported failed, ${[...partner.unanswered(ORDERS_WEBHOOK_PATH).values()].reduce((sum, n) => sum + n, 0)} replayed after the partner's answer was lost (idempotency key); ` +
 				`early responses' POSTs ${audits.delivered} delivered, ${audits.reported} reported failed; ` +
 				`partner sockets at most ${partner.peakOpenAtRequest} (connections: ${SETTINGS.ordersConnections}); KILLs ${kills.landed} landed, ${kills.missed} missed`,
 		],

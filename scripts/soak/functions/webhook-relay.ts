@@ -16,6 +16,7 @@ import {
 	type Driver,
 	defaultExpected,
 	directiveOf,
+	earlyResponseFaults,
 	integer,
 	mustDeliver,
 	partnerFaultsWhileFrozen,
@@ -40,7 +41,7 @@ export const webhookRelay = (context: SoakContext): Driver => {
 	const records: RelayRecord[] = [];
 	const audits: BackgroundTask[] = [];
 	const auditTally = { delivered: 0, reported: 0 };
-	const tally = { delivered: 0, reported: 0, ambiguous: 0 };
+	const tally = { delivered: 0, reported: 0, ambiguous: 0, replayed: 0 };
 
 	return {
 		fn: "webhook-relay",
@@ -68,7 +69,8 @@ export const webhookRelay = (context: SoakContext): Driver => {
 			}
 			const first = (messages[0] as { messageId: string }).messageId;
 			partner.clearFaults();
-			await partnerFaultsWhileFrozen(run, partner, () => partner.failKey(first, { kind: "reset" }));
+			await partnerFaultsWhileFrozen(run, partner, (kind) => partner.failKey(first, { kind }));
+			earlyResponseFaults(run, partner);
 			if (fault === "partner-slow-body")
 				partner.failKey(first, { kind: "slow-body", ms: SETTINGS.bodyTimeoutMs * 3 });
 			if (fault === "timeout-http") {
@@ -107,6 +109,7 @@ export const webhookRelay = (context: SoakContext): Driver => {
 								key: `early-${run.token}`,
 								requestId: run.requestId,
 								row: run.row,
+								idempotent: false,
 							}),
 						);
 					checkSockets(context, run, "webhook-relay", partner, SETTINGS.relayConcurrency);
@@ -115,14 +118,18 @@ export const webhookRelay = (context: SoakContext): Driver => {
 		},
 		async reconcile() {
 			const accepted = partner.accepted(RELAY_EVENTS_PATH);
+			const unanswered = partner.unanswered(RELAY_EVENTS_PATH);
 			for (const record of records) {
 				const processed = accepted.get(record.key) ?? 0;
-				if (processed > 1) {
+				// Sent with its message id as idempotency key: a replay after a lost answer is by design.
+				const replays = unanswered.get(record.key) ?? 0;
+				tally.replayed += replays;
+				if (processed > 1 + replays) {
 					context.ledger.violation(
 						"duplicated",
 						record.row,
 						"webhook-relay",
-						`record ${record.key} processed ${processed} times`,
+						`record ${record.key} processed ${processed} times (${replays} answer(s) lost)`,
 					);
 				} else if (record.unsendable && (processed > 0 || !record.reportedFailed)) {
 					context.ledger.violation(
@@ -131,12 +138,12 @@ export const webhookRelay = (context: SoakContext): Driver => {
 						"webhook-relay",
 						`record ${record.key}, whose body is not JSON, was ${processed > 0 ? "sent" : "not reported failed"}`,
 					);
-				} else if (processed === 1 && !record.reportedFailed) {
+				} else if (processed >= 1 && !record.reportedFailed) {
 					tally.delivered++;
 					context.ledger.task(record.row, "delivered");
 				} else if (record.reportedFailed) {
 					tally.reported++;
-					if (processed === 1) tally.ambiguous++;
+					if (processed >= 1) tally.ambiguous++;
 					context.ledger.task(record.row, "reported failed");
 					if (mustDeliver(record.row)) {
 						context.ledger.violation(
@@ -158,7 +165,8 @@ export const webhookRelay = (context: SoakContext): Driver => {
 			reconcileTasks(context, "webhook-relay", partner, audits, auditTally);
 		},
 		figures: () => [
-			`webhook-relay: records ${tally.delivered} delivered once, ${tally.reported} reported failed to SQS (${tally.ambiguous} of them had reached the partner: SQS redelivers, the partner deduplicates on the key); ` +
+			`webhook-relay: records ${tally.delivered} delivered, ${tally.reported} reported failed to SQS (${tally.ambiguous} of them had reached the partner: SQS redelivers, the partner deduplicates on the key), ` +
+				`${tally.replayed} replayed after the partner's answer was lost (message id as idempotency key); early responses' POSTs ${auditTally.delivered} delivered, ${auditTally.reported} reported failed; ` +
 				`partner sockets at most ${partner.peakOpenAtRequest} (connections: ${SETTINGS.relayConcurrency})`,
 		],
 	};
