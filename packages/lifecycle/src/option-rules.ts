@@ -1,0 +1,58 @@
+// Limits that the options of both middlewares obey.
+import { executionContextKeys, lambdaContextKeys } from "@middy/util";
+
+/**
+ * The longest delay a Node timer takes (2^31 - 1 ms). Drivers hand their timeouts to setTimeout, which fires after
+ * 1 ms instead beyond it: a timeout of 1e10 would time every connect or request out at once.
+ */
+export const maxTimerMs = 2_147_483_647;
+
+/**
+ * Context keys a middleware must not take for its `contextKey`: the Lambda context's own (overwriting one would
+ * break the runtime or Middy), and `waitUntil`, which @middy-conn/http-pool puts there.
+ */
+export const reservedContextKeys: readonly string[] = [
+	...lambdaContextKeys,
+	...executionContextKeys,
+	"getRemainingTimeInMillis",
+	"done",
+	"fail",
+	"succeed",
+	"lambdaContext",
+	"waitUntil",
+	"__proto__",
+	"constructor",
+];
+
+/**
+ * Option names of tls.connect and tls.createSecureContext, for checking TLS settings a user passes through to a
+ * driver: an unknown key there is a typo (`rejectUnauthorised`), and a silent typo is how verification gets lost.
+ */
+export const tlsOptionNames: readonly string[] = [
+	"ca",
+	"cert",
+	"key",
+	"pfx",
+	"passphrase",
+	"crl",
+	"servername",
+	"rejectUnauthorized",
+	"checkServerIdentity",
+	"allowPartialTrustChain",
+	"minVersion",
+	"maxVersion",
+	"ciphers",
+	"ecdhCurve",
+	"sigalgs",
+	"honorCipherOrder",
+	"secureOptions",
+	"secureProtocol",
+	"secureContext",
+	"session",
+	"ALPNProtocols",
+	"requestOCSP",
+	"pskCallback",
+	"enableTrace",
+	"privateKeyEngine",
+	"privateKeyIdentifier",
+];
