@@ -121,7 +121,8 @@ export const translateNetworkError = (
 	wire: WireState,
 ): Error => {
 	if (!isNetworkError(error) || isIdempotent(opts)) return error;
-	const target = `${opts.method} ${opts.origin ?? ""}${opts.path}`;
+	// Named without its query string: queries carry API keys and tokens, and this message reaches logs.
+	const target = `${opts.method} ${opts.origin ?? ""}${String(opts.path ?? "").split("?")[0]}`;
 	if (provablyUnsent(wire)) {
 		return httpPoolError(
 			`${target} failed before it was sent (${codeOf(error)}); it was not received, retrying it is safe`,
