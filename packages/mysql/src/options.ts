@@ -362,6 +362,9 @@ export const resolveConfig = async (
 	if (driver.connectTimeout === undefined) driver.connectTimeout = defaultConnectTimeout;
 	if (driver.ssl === "rds") driver.ssl = await rdsSslOptions();
 	if (mode === "pool") driver.resetOnRelease = false;
+	// mysql2 allocates a 16000-entry prepared-statement cache per connection and clears all of it on every reset();
+	// here the cache cannot outlive the invocation (scoped: closed; pool: reset), so a small one is enough.
+	if (driver.maxPreparedStatements === undefined) driver.maxPreparedStatements = 64;
 	const secrets: string[] = [];
 	for (const key of secretKeys) {
 		const value = driver[key];
