@@ -18,7 +18,6 @@ import type { MiddlewareObj, Request } from "@middy/core";
 import type { HttpPoolContext } from "@middy-conn/http-pool";
 import type { InvocationDb } from "@middy-conn/mysql";
 import type { RowDataPacket } from "mysql2";
-import { AUDIT_PATH } from "../../packages/test-harness/src/partner-api.ts";
 import { type Directive, type FunctionName, markerName, type StateProbe, sleepMarker } from "./directive.ts";
 
 /** The error the soak's own `after` throws: named, so that the soak knows it when it comes back. */
@@ -34,6 +33,8 @@ export interface FaultMiddlewareOptions {
 	directiveOf(request: Request): Directive | undefined;
 	/** Sent as a bearer token on the soak's own partner requests (a secret: it must never be seen in a log). */
 	partnerToken: string;
+	/** The partner's path for those requests. */
+	auditPath: string;
 }
 
 /** Uses the invocation's database the way a handler that then fails would: a transaction, or session state. */
@@ -63,7 +64,7 @@ const useDatabase = async (functionName: FunctionName, db: InvocationDb, token: 
 };
 
 /** Uses the invocation's HTTP pool: a body left unread, and a background POST that must not be replayed. */
-const useHttp = async (context: SoakContext, token: string, partnerToken: string) => {
+const useHttp = async (context: SoakContext, token: string, options: FaultMiddlewareOptions) => {
 	const { http, waitUntil } = context;
 	if (!http || !waitUntil) return;
 	// The body is never read: the end of the invocation must drain or abort it, whatever path it ends on.
@@ -71,10 +72,10 @@ const useHttp = async (context: SoakContext, token: string, partnerToken: string
 	waitUntil(
 		http
 			.request({
-				path: AUDIT_PATH,
+				path: options.auditPath,
 				method: "POST",
 				headers: {
-					authorization: `Bearer ${partnerToken}`,
+					authorization: `Bearer ${options.partnerToken}`,
 					"content-type": "application/json",
 					"x-request-id": `early-${token}`,
 				},
@@ -154,7 +155,7 @@ export const faultMiddleware = (options: FaultMiddlewareOptions): MiddlewareObj 
 		switch (directive.fault) {
 			case "early-response":
 				if (context.db) await useDatabase(options.functionName, context.db, directive.token);
-				await useHttp(context, directive.token, options.partnerToken);
+				await useHttp(context, directive.token, options);
 				return earlyResponse(options.functionName, request.event);
 			case "timeout-query":
 			case "kill-query":

@@ -91,6 +91,7 @@ example.use(
 		functionName,
 		directiveOf: (request: Request) => directives.get(request.context),
 		partnerToken: process.env.SOAK_PARTNER_TOKEN ?? "",
+		auditPath: process.env.SOAK_AUDIT_PATH ?? "/v1/audit",
 	}),
 );
 

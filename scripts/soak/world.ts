@@ -15,6 +15,7 @@ import {
 import { MysqlAdmin, type TestDatabase } from "../../packages/test-harness/src/mysql-admin.ts";
 import { type MysqlServer, startMysqlServer } from "../../packages/test-harness/src/mysql-server.ts";
 import {
+	AUDIT_PATH,
 	ORDERS_WEBHOOK_PATH,
 	type PartnerApi,
 	RELAY_EVENTS_PATH,
@@ -153,6 +154,7 @@ export const startWorld = async ({ say, cleanups, logs, fixture }: WorldOptions)
 		NODE_EXTRA_CA_CERTS: caFile,
 		SOAK_BODY_TIMEOUT_MS: String(SETTINGS.bodyTimeoutMs),
 		SOAK_PARTNER_TOKEN: partnerToken,
+		SOAK_AUDIT_PATH: AUDIT_PATH,
 	};
 	const envOf: Record<FunctionName, Record<string, string>> = {
 		"orders-api": {

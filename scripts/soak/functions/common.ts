@@ -290,7 +290,7 @@ export const reconcileTasks = (
 	fn: FunctionName,
 	partner: PartnerApi,
 	tasks: BackgroundTask[],
-	tally: { delivered: number; reported: number },
+	tally: { delivered: number; reported: number; answerLost?: number },
 	/** Rows whose fault explains a failed task; anywhere else a task must be delivered. */
 	mayFail: (row: Row) => boolean = () => true,
 ) => {
@@ -307,6 +307,7 @@ export const reconcileTasks = (
 				`${task.label} processed ${processed} times (${lostAnswers} answer(s) lost; ${task.idempotent ? "idempotent" : "not idempotent: never to be replayed"})`,
 			);
 		} else if (atReturn >= 1) {
+			if (lostAnswers > 0) tally.answerLost = (tally.answerLost ?? 0) + 1;
 			tally.delivered++;
 			context.ledger.task(task.row, "delivered");
 		} else if (reportedInLog(context.logs, task.requestId)) {

@@ -105,7 +105,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 	const reads = { fresh: 0, total: 0 };
 	const baseline = { checked: 0, held: 0 };
 	const webhooks = { delivered: 0, reported: 0 };
-	const audits = { delivered: 0, reported: 0 };
+	const audits = { delivered: 0, reported: 0, answerLost: 0 };
 
 	const idsOf = async (customerId: string) =>
 		(
@@ -329,7 +329,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 		figures: () => [
 			`orders-api (scoped): the app user back to 0 DB connections after ${baseline.held}/${baseline.checked} invocations; ` +
 				`${reads.fresh}/${reads.total} orders read back fresh; webhooks ${webhooks.delivered} delivered before their invocation returned, ${webhooks.reported} reported failed, ${[...partner.unanswered(ORDERS_WEBHOOK_PATH).values()].reduce((sum, n) => sum + n, 0)} replayed after the partner's answer was lost (idempotency key); ` +
-				`early responses' POSTs ${audits.delivered} delivered, ${audits.reported} reported failed; ` +
+				`early responses' unkeyed POSTs ${audits.delivered} delivered (${audits.answerLost} of them after the partner lost its answer, and never sent again), ${audits.reported} reported failed; ` +
 				`partner sockets at most ${partner.peakOpenAtRequest} (connections: ${SETTINGS.ordersConnections}); KILLs ${kills.landed} landed, ${kills.missed} missed`,
 		],
 	};

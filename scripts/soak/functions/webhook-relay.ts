@@ -40,7 +40,7 @@ export const webhookRelay = (context: SoakContext): Driver => {
 	const partner = context.partners.relay;
 	const records: RelayRecord[] = [];
 	const audits: BackgroundTask[] = [];
-	const auditTally = { delivered: 0, reported: 0 };
+	const auditTally = { delivered: 0, reported: 0, answerLost: 0 };
 	const tally = { delivered: 0, reported: 0, ambiguous: 0, replayed: 0 };
 
 	return {
@@ -166,7 +166,7 @@ export const webhookRelay = (context: SoakContext): Driver => {
 		},
 		figures: () => [
 			`webhook-relay: records ${tally.delivered} delivered, ${tally.reported} reported failed to SQS (${tally.ambiguous} of them had reached the partner: SQS redelivers, the partner deduplicates on the key), ` +
-				`${tally.replayed} replayed after the partner's answer was lost (message id as idempotency key); early responses' POSTs ${auditTally.delivered} delivered, ${auditTally.reported} reported failed; ` +
+				`${tally.replayed} replayed after the partner's answer was lost (message id as idempotency key); early responses' unkeyed POSTs ${auditTally.delivered} delivered (${auditTally.answerLost} of them after the partner lost its answer, and never sent again), ${auditTally.reported} reported failed; ` +
 				`partner sockets at most ${partner.peakOpenAtRequest} (connections: ${SETTINGS.relayConcurrency})`,
 		],
 	};
