@@ -20,6 +20,7 @@ import {
 	applySqlFile,
 	bundleHandler,
 	createDatabaseUser,
+	databaseEnvironment,
 	type ExecutionEnvironment,
 	formatBytes,
 	httpApiEvent,
@@ -261,13 +262,7 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 	const caFile = join(work, "partner-ca.pem");
 	writeFileSync(caFile, partner.ca ?? "");
 
-	const database = (user: TestDatabase) => ({
-		DB_HOST: user.host,
-		DB_PORT: String(user.port),
-		DB_USER: user.user,
-		DB_PASSWORD: user.password,
-		DB_NAME: user.database,
-	});
+	const database = databaseEnvironment;
 	// NODE_EXTRA_CA_CERTS is how a Lambda function trusts a private CA; the handlers themselves are unchanged.
 	const partnerEnv = { NODE_EXTRA_CA_CERTS: caFile };
 	const environments: ExecutionEnvironment[] = [];

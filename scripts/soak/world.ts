@@ -12,7 +12,11 @@ import {
 	type ExecutionEnvironment,
 	startExecutionEnvironment,
 } from "../../packages/test-harness/src/execution-environment.ts";
-import { MysqlAdmin, type TestDatabase } from "../../packages/test-harness/src/mysql-admin.ts";
+import {
+	databaseEnvironment,
+	MysqlAdmin,
+	type TestDatabase,
+} from "../../packages/test-harness/src/mysql-admin.ts";
 import { type MysqlServer, startMysqlServer } from "../../packages/test-harness/src/mysql-server.ts";
 import {
 	AUDIT_PATH,
@@ -143,13 +147,7 @@ export const startWorld = async ({ say, cleanups, logs, fixture }: WorldOptions)
 		`starting two partner HTTPS APIs (idle keep-alive ${SETTINGS.partnerKeepAliveMs} ms, not advertised): ${partners.orders.origin}, ${partners.relay.origin}`,
 	);
 
-	const database = (user: TestDatabase) => ({
-		DB_HOST: user.host,
-		DB_PORT: String(user.port),
-		DB_USER: user.user,
-		DB_PASSWORD: user.password,
-		DB_NAME: user.database,
-	});
+	const database = databaseEnvironment;
 	const common = {
 		NODE_EXTRA_CA_CERTS: caFile,
 		SOAK_BODY_TIMEOUT_MS: String(SETTINGS.bodyTimeoutMs),

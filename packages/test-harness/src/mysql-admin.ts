@@ -13,6 +13,15 @@ export interface TestDatabase {
 	url: string;
 }
 
+/** The examples' database settings (DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME: see their template.yaml). */
+export const databaseEnvironment = (db: TestDatabase): Record<string, string> => ({
+	DB_HOST: db.host,
+	DB_PORT: String(db.port),
+	DB_USER: db.user,
+	DB_PASSWORD: db.password,
+	DB_NAME: db.database,
+});
+
 export interface ProcessInfo {
 	id: number;
 	user: string;
