@@ -213,13 +213,22 @@ export class InvocationScope {
 	}
 
 	#onErrorAssigned(next: unknown) {
+		const previous = this.#error;
 		this.#error = next;
 		this.#errorAssignments += 1;
-		// Middy assigns request.error once when the onError chain starts, and a second time only when an onError
-		// threw: it rethrows at once and the remaining onErrors (maybe ours) never run. We cannot make a throw wait,
-		// so whatever is still open is destroyed now. (A middleware that itself replaces request.error lands here
-		// too: its resources are destroyed rather than closed gracefully, which still leaks nothing.)
-		if (this.#errorAssignments > 1 && this.#hasOpenResources()) this.destroyAll(next);
+		// Middy assigns request.error once when the onError chain starts, and again only when an onError threw: it
+		// rethrows at once and the remaining onErrors (maybe ours) never run. We cannot make a throw wait, so
+		// whatever is still open is destroyed now. Middy's own reassignment is recognisable: the thrown error is the
+		// same one (rethrown), or Middy has just set its `originalError` to the previous error (Middy 7), or it is
+		// not an object at all. A middleware that replaces request.error with an error of its own (a mapping, say)
+		// is none of these, and the chain goes on to our onError, which closes gracefully.
+		if (this.#errorAssignments < 2 || !this.#hasOpenResources()) return;
+		const rethrown =
+			next === previous ||
+			next === null ||
+			typeof next !== "object" ||
+			(next as { originalError?: unknown }).originalError === previous;
+		if (rethrown) this.destroyAll(next);
 	}
 }
 

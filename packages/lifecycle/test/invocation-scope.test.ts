@@ -118,6 +118,36 @@ describe("invocation scope", () => {
 		expect(log).toEqual(["res:open", "res:destroy"]);
 	});
 
+	it("destroys synchronously when an onError rethrows the same error", async () => {
+		const log: string[] = [];
+		const handler = middy(async () => {
+			throw new Error("boom");
+		})
+			.use(resourceMiddleware(log))
+			.use({
+				onError: (request) => {
+					throw request.error;
+				},
+			});
+		await expect(handler({}, context)).rejects.toThrow("boom");
+		expect(log).toEqual(["res:open", "res:destroy"]);
+	});
+
+	it("still closes gracefully when an earlier onError replaces request.error with its own (and the chain goes on)", async () => {
+		const log: string[] = [];
+		const handler = middy(async () => {
+			throw new Error("boom");
+		})
+			.use(resourceMiddleware(log))
+			.use({
+				onError: (request) => {
+					request.error = new Error("mapped", { cause: request.error });
+				},
+			});
+		await expect(handler({}, context)).rejects.toThrow("mapped");
+		expect(log).toEqual(["res:open", "res:close:error"]);
+	});
+
 	it("destroys synchronously when the scope is first used in onError and a later onError throws", async () => {
 		const log: string[] = [];
 		const handler = middy(async () => {
