@@ -9,7 +9,7 @@
 // error, early timeout), so a warm instance never reads an earlier invocation's snapshot. The HTTP pool is warm:
 // created once per execution environment and reused by every invocation it serves.
 
-import middy from "@middy/core";
+import middy, { type MiddlewareObj } from "@middy/core";
 import httpErrorHandler from "@middy/http-error-handler";
 import httpJsonBodyParser from "@middy/http-json-body-parser";
 import { createError } from "@middy/util";
@@ -90,6 +90,17 @@ const json = (
 	body: JSON.stringify(value),
 });
 
+// A body that is not JSON is a bad request like any other: a 400 with a JSON message. Middy's parser says 422;
+// this onError runs before http-error-handler's (used just after it), which then answers the 400.
+const malformedJsonIsBadRequest: MiddlewareObj<APIGatewayProxyEventV2, APIGatewayProxyResultV2> = {
+	onError: (request) => {
+		const error = request.error as { statusCode?: number; cause?: { package?: string } } | undefined;
+		if (error?.statusCode === 422 && error.cause?.package === "@middy/http-json-body-parser") {
+			request.error = badRequest("the body is not valid JSON");
+		}
+	},
+};
+
 export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>()
 	// Outermost: turns a thrown 4xx into its response, and anything else into a bare 500 (never a stack trace).
 	// Only server-side failures are logged as errors: a client's mistake is answered, not alarmed on.
@@ -102,6 +113,7 @@ export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>()
 			},
 		}),
 	)
+	.use(malformedJsonIsBadRequest)
 	// Parses JSON bodies; other content types are left as text, and parseOrder answers them with a clear 400.
 	.use(httpJsonBodyParser({ disableContentTypeError: true }))
 	.use(

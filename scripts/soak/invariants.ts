@@ -151,7 +151,7 @@ export const classifyHttpAnswer = (answer: HttpAnswer | undefined): InvocationRe
 	try {
 		message = (JSON.parse(body) as { message?: unknown }).message;
 	} catch {
-		// Middy's JSON body parser answers 422 with plain text
+		// a 4xx whose body is plain text: the message is the body itself
 	}
 	return typeof message === "string" && message.length >= 10 && !UNCLEAR_MESSAGE.test(message)
 		? "answered 4xx"

@@ -101,13 +101,13 @@ describe("orders-api: events it does not expect", () => {
 		expect(response.body).not.toMatch(/\n\s+at |Error:/);
 	});
 
-	it("a body that is base64-encoded malformed JSON: 422 from Middy's JSON body parser, with its message", async () => {
+	it("a body that is base64-encoded malformed JSON: 400, with a JSON message", async () => {
 		const event = {
 			...post(Buffer.from('{"customerId":').toString("base64"), { "content-type": "application/json" }),
 			isBase64Encoded: true,
 		};
 		const response = await invokeInProcess<APIGatewayProxyStructuredResultV2>(handler, event);
-		expect(response.statusCode).toBe(422);
-		expect(response.body).toBe("Invalid or malformed JSON was provided");
+		expect(response.statusCode).toBe(400);
+		expect(JSON.parse(String(response.body))).toEqual({ message: "the body is not valid JSON" });
 	});
 });
