@@ -6,6 +6,7 @@
 // Bookkeeping is by unique names: every order has its own customer id, every SQS record its own message id,
 // every early response its own audit id, every marker row its own token. At the end the database and the partner
 // are asked what really happened to each, and that is compared with what the callers were told.
+import type { RowDataPacket } from "mysql2/promise";
 import type { InvocationOutcome } from "../../../packages/test-harness/src/execution-environment.ts";
 import type { MysqlAdmin, TestDatabase } from "../../../packages/test-harness/src/mysql-admin.ts";
 import {
@@ -283,6 +284,30 @@ export const backgroundTask = (
 	partner: PartnerApi,
 	task: Omit<BackgroundTask, "processedAtReturn">,
 ): BackgroundTask => ({ ...task, processedAtReturn: partner.accepted(task.path).get(task.key) ?? 0 });
+
+/**
+ * Marker rows are written inside a transaction that an early response abandons: the middleware must roll it back,
+ * so any marker the database shows at the end is a transaction that leaked past its invocation.
+ */
+export const reportVisibleMarkers = async (
+	context: SoakContext,
+	fn: FunctionName,
+	what: string,
+	table: string,
+	column: string,
+) => {
+	const markers = await context
+		.admin()
+		.query<RowDataPacket[]>(`SELECT ${column} AS marker FROM ${table} WHERE ${column} LIKE 'marker-%'`);
+	for (const { marker } of markers) {
+		context.ledger.violation(
+			"leak",
+			"early-response",
+			fn,
+			`marker ${what} ${marker}, written in a transaction that was never committed, is visible`,
+		);
+	}
+};
 
 /** Delivered once, reported failed, lost or duplicated: what the partner and the logs say of each task. */
 export const reconcileTasks = (

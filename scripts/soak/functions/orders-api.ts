@@ -29,6 +29,7 @@ import {
 	pick,
 	queryFault,
 	reconcileTasks,
+	reportVisibleMarkers,
 	SETTINGS,
 	SKUS,
 	type SoakContext,
@@ -296,19 +297,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 					);
 				}
 			}
-			const markers = await context
-				.admin()
-				.query<RowDataPacket[]>(
-					`SELECT customer_id AS c FROM \`${database}\`.orders WHERE customer_id LIKE 'marker-%'`,
-				);
-			for (const marker of markers) {
-				context.ledger.violation(
-					"leak",
-					"early-response",
-					"orders-api",
-					`marker order ${marker.c}, written in a transaction that was never committed, is visible`,
-				);
-			}
+			await reportVisibleMarkers(context, "orders-api", "order", `\`${database}\`.orders`, "customer_id");
 			reconcileTasks(
 				context,
 				"orders-api",

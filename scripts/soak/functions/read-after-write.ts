@@ -21,6 +21,7 @@ import {
 	PROBE_ACCOUNT,
 	pick,
 	queryFault,
+	reportVisibleMarkers,
 	SETTINGS,
 	type SoakContext,
 } from "./common.ts";
@@ -105,19 +106,13 @@ export const ledgerWriter = (context: SoakContext, balances: Balances): Driver =
 		},
 		async reconcile() {
 			const { database } = context.users.writer;
-			const markers = await context
-				.admin()
-				.query<RowDataPacket[]>(
-					`SELECT account_id AS a FROM \`${database}\`.ledger_entries WHERE account_id LIKE 'marker-%'`,
-				);
-			for (const marker of markers) {
-				context.ledger.violation(
-					"leak",
-					"early-response",
-					"ledger-writer",
-					`marker entry ${marker.a}, written in a transaction that was never committed, is visible`,
-				);
-			}
+			await reportVisibleMarkers(
+				context,
+				"ledger-writer",
+				"entry",
+				`\`${database}\`.ledger_entries`,
+				"account_id",
+			);
 			const sums = await context
 				.admin()
 				.query<RowDataPacket[]>(
