@@ -1,5 +1,5 @@
 // The errors this package raises, each with a stable `code`.
-import { MiddyConnError } from "@middy-conn/lifecycle";
+import { lifecycleErrorCodes, MiddyConnError } from "@middy-conn/lifecycle";
 import { packageName } from "./options.ts";
 
 export const errorCodes = {
@@ -14,7 +14,7 @@ export const errorCodes = {
 	/** The invocation ended (returned, failed, timed out) while the request was open: it was aborted or discarded. */
 	invocationEnded: "HTTP_POOL_INVOCATION_ENDED",
 	/** A background task was still running at the wait deadline, and its requests were aborted. */
-	deadline: "HTTP_POOL_WAIT_UNTIL_DEADLINE",
+	deadline: lifecycleErrorCodes.taskDeadline,
 	/** A request without `origin` on a dispatcher configured without one. */
 	originRequired: "HTTP_POOL_ORIGIN_REQUIRED",
 	/** A request for another origin than the one the dispatcher was configured for. */

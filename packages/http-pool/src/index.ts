@@ -1,16 +1,15 @@
 // @middy-conn/http-pool: a warm undici pool in `context.http`, and `context.waitUntil` for background work that
 // really arrives. See README.md for the options and the Lambda lifecycle they are chosen for.
 import type { MiddlewareObj, Request } from "@middy/core";
-import { invocationEndFromError, invocationScope, safeLogger } from "@middy-conn/lifecycle";
+import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
 import type { Context } from "aws-lambda";
 import type { Dispatcher } from "undici";
-import type { WaitUntil } from "./background-tasks.ts";
-import { Invocation } from "./invocation.ts";
+import { HttpInvocation } from "./invocation.ts";
 import { type HttpPoolOptions, packageName, resolveOptions } from "./options.ts";
 import { dispatcherKey, sharedDispatcher } from "./shared-dispatcher.ts";
 import type { HttpPoolStats } from "./telemetry.ts";
 
-export type { BackgroundTask, WaitUntil } from "./background-tasks.ts";
+export type { BackgroundTask, WaitUntil } from "@middy-conn/lifecycle";
 export { errorCodes } from "./errors.ts";
 export type { InvocationDispatcher } from "./invocation-dispatcher.ts";
 export type {
@@ -55,33 +54,33 @@ export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 	// Created now, at cold start, so that every invocation finds it; re-created if someone closed it.
 	sharedDispatcher(key, options);
 
-	// Per middleware instance, keyed by the Middy request: the invocation's state lives as long as its request.
-	const closers = new WeakMap<Request, (end: ReturnType<typeof invocationEndFromError>) => Promise<void>>();
+	const invocationOptions = {
+		logger,
+		waitUntilTimeout: options.waitUntilTimeout,
+		waitUntilReserve: options.waitUntilReserve,
+	};
+	// Where this middleware keeps its handle on the invocation's requests, on the request (one symbol per
+	// middleware instance, as @middy-conn/mysql does).
+	const slot = Symbol(`${packageName}:${options.contextKey}`);
+	type WithSlot = Request & { [slot]?: ResourceHandle };
 
+	// Registers the invocation's dispatcher with the invocation, whose teardown closes it on every path (after
+	// the background tasks).
 	const httpPoolMiddlewareBefore = (request: Request) => {
-		const invocation = new Invocation(request, sharedDispatcher(key, options), options, logger);
+		const invocation = Invocation.of(request, invocationOptions);
+		const http = new HttpInvocation(invocation, request, sharedDispatcher(key, options), options, logger);
+		(request as WithSlot)[slot] = invocation.register(http);
 		const context = request.context as unknown as Record<string, unknown>;
-		context[options.contextKey] = invocation.dispatcher;
-		context.waitUntil = invocation.tasks.waitUntil;
-		// The scope closes it on the early-response path (Middy skips every after), and destroys it when an
-		// onError throws; on the ordinary paths our own after/onError close it, in onion order.
-		closers.set(
-			request,
-			invocationScope(request).add({
-				name: packageName,
-				close: (end) => invocation.end(end),
-				destroy: (reason) => invocation.destroy(reason),
-			}),
-		);
+		context[options.contextKey] = http.dispatcher;
+		context.waitUntil = invocation.waitUntil;
 	};
 
-	const httpPoolMiddlewareAfter = async (request: Request) => {
-		await closers.get(request)?.({ kind: "success" });
-	};
+	const httpPoolMiddlewareAfter = (request: Request) => (request as WithSlot)[slot]?.end();
 
-	const httpPoolMiddlewareOnError = async (request: Request) => {
-		await closers.get(request)?.(invocationEndFromError(request.error));
-	};
+	const httpPoolMiddlewareOnError = (request: Request) =>
+		(request as WithSlot)[slot]?.end()?.catch((error: unknown) => {
+			logger.warn(`${packageName}: cleanup failed`, { error });
+		});
 
 	const middleware = {
 		before: httpPoolMiddlewareBefore,

@@ -1,21 +1,26 @@
-// Everything one invocation owns: its dispatcher (context.http), its open requests, its counters, and its end.
+// Close: everything one invocation owns in this middleware (its dispatcher, context.http; its open requests; its
+// counters), as a resource of the invocation (@middy-conn/lifecycle), which decides when it ends.
 //
-// The end, on every path Middy can take (after, onError, or the lifecycle scope on an early response):
-// 1. wait for the background tasks, up to the deadline (remaining Lambda time minus the reserve). At the
-//    deadline, abort them and every request still in flight;
-// 2. only then deal with what the handler left open (bodies it did not read, requests it did not await): a
-//    background task may still have been reading one of those;
-// 3. refuse new requests (a leaked promise would otherwise send from a frozen, then thawed, process);
-// 4. report the counters.
-// On Middy's early timeout nothing waits: the handler is still running and Lambda is about to stop the process,
-// so its requests are aborted at once and their sockets closed.
+// - When Middy raises its early timeout (or the background tasks reach their deadline), what is in flight is
+//   aborted at once (`interrupt`): nothing of the invocation waits behind a request the handler left running.
+// - The graceful end (after the background tasks, which may still be reading): new requests are refused (a
+//   leaked promise would otherwise send from a frozen, then thawed, process); what the handler left open is
+//   dealt with (small unread bodies drained so their sockets go back to the pool, the rest aborted); the
+//   counters are reported.
+// - The synchronous end (an onError threw): everything is aborted.
 import type { Request } from "@middy/core";
-import { type InvocationEnd, type Logger, remainingTimeInMillis } from "@middy-conn/lifecycle";
+import {
+	type Invocation,
+	type InvocationEnd,
+	type InvocationResource,
+	type Logger,
+	remainingTimeInMillis,
+} from "@middy-conn/lifecycle";
 import type { Dispatcher } from "undici";
-import { BackgroundTasks } from "./background-tasks.ts";
 import { errorCodes, httpPoolError } from "./errors.ts";
-import { InvocationDispatcher, RequestTracker } from "./invocation-dispatcher.ts";
+import { InvocationDispatcher } from "./invocation-dispatcher.ts";
 import { packageName, type ResolvedOptions } from "./options.ts";
+import { RequestTracker } from "./request-tracker.ts";
 import { emptyStats, type HttpPoolStats } from "./telemetry.ts";
 
 /** How long the end of an invocation lets unread bodies drain before it aborts them instead. */
@@ -30,9 +35,10 @@ const describeEnd = (end: InvocationEnd): string =>
 				? "timed out (Middy's timeoutEarlyInMillis)"
 				: "failed";
 
-export class Invocation {
+export class HttpInvocation implements InvocationResource {
+	readonly name = packageName;
 	readonly dispatcher: InvocationDispatcher;
-	readonly tasks: BackgroundTasks;
+	readonly #invocation: Invocation;
 	readonly #request: Request;
 	readonly #options: ResolvedOptions;
 	readonly #logger: Logger;
@@ -40,27 +46,39 @@ export class Invocation {
 	readonly #tracker: RequestTracker;
 	#reported = false;
 
-	constructor(request: Request, shared: Dispatcher, options: ResolvedOptions, logger: Logger) {
+	constructor(
+		invocation: Invocation,
+		request: Request,
+		shared: Dispatcher,
+		options: ResolvedOptions,
+		logger: Logger,
+	) {
+		this.#invocation = invocation;
 		this.#request = request;
 		this.#options = options;
 		this.#logger = logger;
 		this.#tracker = new RequestTracker(this.#stats);
-		this.tasks = BackgroundTasks.of(request, logger);
 		this.dispatcher = new InvocationDispatcher(shared, options.origin, this.#tracker, () => this.stats());
-		this.tasks.onDeadline((reason) => this.#tracker.abortAll(reason));
 	}
 
-	/** Milliseconds the background tasks may still take: Lambda's remaining time minus the reserve, capped. */
-	#deadlineMs(): number {
-		const { waitUntilReserve, waitUntilTimeout } = this.#options;
-		return Math.min(
-			remainingTimeInMillis(this.#request.context, waitUntilReserve, waitUntilTimeout),
-			waitUntilTimeout,
+	/** A request is waiting for its response. (A body left unread is not work in flight: it is drained.) */
+	busy(): boolean {
+		return this.#tracker.waiting > 0;
+	}
+
+	interrupt(reason: Error): void {
+		if (this.#tracker.size === 0) return;
+		// The requests fail with this package's code for an ended invocation (the deadline keeps its own).
+		const code = (reason as { code?: unknown }).code;
+		this.#tracker.abortAll(
+			code === errorCodes.deadline
+				? reason
+				: httpPoolError(reason.message, errorCodes.invocationEnded, reason, { end: "timeout" }),
 		);
 	}
 
 	/** The graceful end. Never rejects: nothing here may turn the invocation's outcome into another one. */
-	async end(end: InvocationEnd): Promise<void> {
+	async close(end: InvocationEnd): Promise<void> {
 		try {
 			// Made only if a request is still open or refused: an Error (with its stack) per invocation is not free.
 			let error: Error | undefined;
@@ -70,24 +88,13 @@ export class Invocation {
 				});
 				return error;
 			};
-			if (end.kind === "timeout") {
-				this.#tracker.close(ended);
-				if (this.#tracker.size > 0) this.#tracker.abortAll(ended());
-				if (this.tasks.pending > 0) this.tasks.destroy(ended());
-				else this.tasks.destroy(undefined);
-			} else {
-				const started = Date.now();
-				const deadlineMs = this.#deadlineMs();
-				await this.tasks.drain(deadlineMs, () =>
-					httpPoolError(
-						`Background tasks were still running at the wait deadline (${deadlineMs} ms: remaining time minus waitUntilReserve, at most waitUntilTimeout)`,
-						errorCodes.deadline,
-					),
-				);
-				this.#tracker.close(ended);
-				if (this.#tracker.size > 0) {
-					const left = Math.max(0, deadlineMs - (Date.now() - started));
-					const { waiting } = await this.#tracker.cleanUp(ended(), Math.min(dumpWaitMs, left));
+			this.#tracker.close(ended);
+			if (this.#tracker.size > 0) {
+				if (end.kind === "timeout") {
+					this.#tracker.abortAll(ended());
+				} else {
+					const waitMs = Math.min(dumpWaitMs, remainingTimeInMillis(this.#request.context, 10, dumpWaitMs));
+					const { waiting } = await this.#tracker.cleanUp(ended(), waitMs);
 					if (waiting > 0) {
 						this.#logger.warn(
 							`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
@@ -101,14 +108,12 @@ export class Invocation {
 		await this.#report();
 	}
 
-	/** The synchronous end, when an onError threw and Middy rethrows at once: abort everything. */
-	destroy(reason: unknown): void {
+	destroy(reason: Error): void {
 		const error = httpPoolError("The invocation was torn down", errorCodes.invocationEnded, reason, {
 			end: "error",
 		});
 		this.#tracker.close(() => error);
 		this.#tracker.abortAll(error);
-		this.tasks.destroy(error);
 		this.#report().catch(() => {});
 	}
 
@@ -120,7 +125,7 @@ export class Invocation {
 			connectionsReused,
 			requests,
 			leftovers: { ...leftovers },
-			background: this.tasks.counts,
+			background: this.#invocation.backgroundTasks,
 		};
 	}
 

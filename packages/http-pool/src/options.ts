@@ -9,6 +9,7 @@ import {
 	maxTimerMs,
 	reservedContextKeys,
 	tlsOptionNames,
+	waitUntilDefaults,
 } from "@middy-conn/lifecycle";
 import type { Dispatcher } from "undici";
 import type { HttpPoolStats } from "./telemetry.ts";
@@ -136,8 +137,7 @@ export const defaults = {
 	retry: retryDefaults,
 	interceptors: [],
 	contextKey: "http",
-	waitUntilReserve: 500,
-	waitUntilTimeout: 10_000,
+	...waitUntilDefaults,
 	logger: console,
 	onStats: undefined,
 	logStats: false,

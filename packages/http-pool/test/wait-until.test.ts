@@ -2,7 +2,13 @@ import { setImmediate } from "node:timers/promises";
 import middy from "@middy/core";
 import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { closeHttpPools, type HttpPoolOptions, type HttpPoolStats, httpPool } from "../src/index.ts";
+import {
+	closeHttpPools,
+	errorCodes,
+	type HttpPoolOptions,
+	type HttpPoolStats,
+	httpPool,
+} from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger, watchUnhandledRejections } from "./helpers.ts";
 
 let server: TestHttpServer;
@@ -122,7 +128,7 @@ describe("context.waitUntil: background work that is delivered before the invoca
 			expect.objectContaining({ tasks: ["ignoresItsSignal (#1)", "#2"] }),
 		);
 		// The hung request was aborted, and its socket closed, rather than frozen with the process.
-		await expect(hungRequest).rejects.toMatchObject({ code: "HTTP_POOL_WAIT_UNTIL_DEADLINE" });
+		await expect(hungRequest).rejects.toMatchObject({ code: errorCodes.deadline });
 		await vi.waitFor(() => expect(server.stats.open).toBe(0));
 	});
 
@@ -241,7 +247,7 @@ describe("context.waitUntil: background work that is delivered before the invoca
 		expect(stats[0]?.background.finished).toBe(4);
 	});
 
-	it("refuses, with a warning, a task registered after its invocation ended", async () => {
+	it("refuses a task registered after its invocation ended, with an error to the caller and in the log", async () => {
 		const unhandled = watchUnhandledRejections();
 		try {
 			const { middleware, logger } = withStats();
@@ -253,12 +259,14 @@ describe("context.waitUntil: background work that is delivered before the invoca
 			await handler({}, lambdaContext(10_000));
 
 			const task = vi.fn(async () => {});
-			waitUntil?.(task);
-			waitUntil?.(Promise.reject(new Error("leaked")));
+			expect(() => waitUntil?.(task)).toThrow(
+				expect.objectContaining({ code: "MIDDY_CONN_INVOCATION_ENDED" }),
+			);
+			expect(() => waitUntil?.(Promise.reject(new Error("leaked")))).toThrow(/after the invocation ended/);
 			await setImmediate();
 
 			expect(task).not.toHaveBeenCalled();
-			expect(logger.warn).toHaveBeenCalledWith(
+			expect(logger.error).toHaveBeenCalledWith(
 				expect.stringContaining("after the invocation ended"),
 				expect.anything(),
 			);

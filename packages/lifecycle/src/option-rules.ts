@@ -56,3 +56,11 @@ export const tlsOptionNames: readonly string[] = [
 	"privateKeyEngine",
 	"privateKeyIdentifier",
 ];
+
+/** The background tasks' limits (`context.waitUntil`), the same for every middleware that offers them. */
+export const waitUntilDefaults = {
+	/** Leave this much (ms) of Lambda's remaining time for the rest of the invocation's teardown. */
+	waitUntilReserve: 500,
+	/** At most this long (ms) for the background tasks, however much time is left. */
+	waitUntilTimeout: 10_000,
+} as const;

@@ -116,3 +116,17 @@ const targetDetails = (target: Target) => ({
 	port: target.port,
 	user: target.user,
 });
+
+/** Work of the handler was still in flight when the invocation ended: its transaction was rolled back. */
+export const unfinishedError = (target: Target): MiddyConnError =>
+	new MiddyConnError(
+		`The invocation's transaction on ${describeTarget(target)} was rolled back, not committed: a statement or request of the invocation was still in flight when it ended (the handler had not finished, e.g. a timeoutEarlyResponse answered for it)`,
+		{ package: pkg, code: "MIDDY_CONN_MYSQL_UNFINISHED", details: targetDetails(target) },
+	);
+
+/** Middy's early timeout (or the background tasks' deadline) stopped a statement that was still running. */
+export const interruptedError = (cause: unknown): MiddyConnError =>
+	new MiddyConnError(
+		"The statement was stopped when the invocation timed out (or its background tasks reached their deadline); it may or may not have been applied, and an open transaction was rolled back",
+		{ package: pkg, code: "MIDDY_CONN_MYSQL_INTERRUPTED", cause },
+	);

@@ -9,9 +9,9 @@
 // with it a REPEATABLE READ read view or a transaction that a failed invocation left open. The next invocations
 // then read a stale snapshot and miss rows that other functions have committed (seed 003).
 import type { MiddlewareObj, Request } from "@middy/core";
-import { type InvocationEnd, invocationEndFromError, safeLogger } from "@middy-conn/lifecycle";
-import type { InvocationDb, Shared } from "./invocation-connection.ts";
-import { InvocationConnection } from "./invocation-connection.ts";
+import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
+import type { Shared } from "./acquire.ts";
+import { InvocationConnection, type InvocationDb } from "./invocation-db.ts";
 import {
 	configFor,
 	type MysqlConnectionOptions,
@@ -21,8 +21,9 @@ import {
 	resolveConfig,
 } from "./options.ts";
 
+export type { BackgroundTask, WaitUntil } from "@middy-conn/lifecycle";
 export { MiddyConnError } from "@middy-conn/lifecycle";
-export type { InvocationDb } from "./invocation-connection.ts";
+export type { InvocationDb } from "./invocation-db.ts";
 export type {
 	IsolationLevel,
 	MysqlConfig,
@@ -33,15 +34,13 @@ export { defaultConnectTimeout, defaults, mysqlConnectionValidateOptions } from 
 export { closeMysqlPools } from "./pool-cache.ts";
 export type { MysqlConnectionStats } from "./telemetry.ts";
 
-const success: InvocationEnd = { kind: "success" };
-
 /** The Lambda context as Middy types it. */
 type LambdaContext = Request["context"];
 
 /** The context a handler sees behind `mysqlConnection({ contextKey })`. */
 export type MysqlContext<TContextKey extends string = "db"> = LambdaContext & {
 	[K in TContextKey]: InvocationDb;
-};
+} & { waitUntil: WaitUntil };
 
 export const mysqlConnection = <TContextKey extends string = "db">(
 	options: MysqlConnectionOptions<TContextKey>,
@@ -85,30 +84,39 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 		poolKey: undefined,
 	};
 
-	// Where this middleware keeps the invocation's connection on the request (one symbol per middleware, so two
-	// databases can be used side by side with two contextKeys).
-	const slot = Symbol(`@middy-conn/mysql:${contextKey}`);
-	type WithSlot = Request & { [slot]?: InvocationConnection };
-
-	const mysqlConnectionMiddlewareBefore = (request: Request): void => {
-		const db = new InvocationConnection(shared, request);
-		(request as WithSlot)[slot] = db;
-		(request.context as unknown as Record<string, unknown>)[contextKey] = db;
+	const invocationOptions = {
+		logger,
+		waitUntilTimeout: settings.waitUntilTimeout,
+		waitUntilReserve: settings.waitUntilReserve,
 	};
 
-	// Success: commit (with the transaction option), then end or reset and release. A failed COMMIT fails the
-	// invocation: the error goes on to the onError chain. Not async: an invocation that never used the connection
-	// has nothing to wait for, and Middy skips the await when no promise is returned.
-	const mysqlConnectionMiddlewareAfter = (request: Request): Promise<void> | undefined =>
-		(request as WithSlot)[slot]?.finish(success);
+	// Where this middleware keeps its handle on the invocation's connection, on the request (one symbol per
+	// middleware, so two databases can be used side by side with two contextKeys).
+	const slot = Symbol(`@middy-conn/mysql:${contextKey}`);
+	type WithSlot = Request & { [slot]?: ResourceHandle };
 
-	// Failure or Middy's early timeout: roll back (or destroy a busy connection). Never rejects: the invocation
-	// already fails with its own error, which must not be replaced by a cleanup error.
+	// Registers the connection with the invocation before anything can use it: whichever path ends the
+	// invocation closes it. No I/O: the connection is opened by the first statement.
+	const mysqlConnectionMiddlewareBefore = (request: Request): void => {
+		const invocation = Invocation.of(request, invocationOptions);
+		const connection = new InvocationConnection(shared, request);
+		(request as WithSlot)[slot] = invocation.register(connection);
+		const context = request.context as unknown as Record<string, unknown>;
+		context[contextKey] = connection.db;
+		context.waitUntil = invocation.waitUntil;
+	};
+
+	// Success: after the background tasks, commit (with the transaction option), then end or reset and release. A
+	// failed COMMIT fails the invocation: the error goes on to the onError chain. Not async: an invocation that
+	// never used the connection has nothing to wait for, and Middy skips the await when no promise is returned.
+	const mysqlConnectionMiddlewareAfter = (request: Request): Promise<void> | undefined =>
+		(request as WithSlot)[slot]?.end();
+
+	// Failure or Middy's early timeout: roll back (a busy connection was already given up when Middy raised the
+	// timeout). Never rejects: the invocation already fails with its own error, which must not be replaced.
 	const mysqlConnectionMiddlewareOnError = (request: Request): Promise<void> | undefined =>
-		(request as WithSlot)[slot]?.finish(invocationEndFromError(request.error))?.catch((error: unknown) => {
-			// Only a COMMIT failure from `after` is thrown by finish(), and it is already the invocation's error.
-			if (error !== request.error)
-				shared.logger.warn("@middy-conn/mysql: cleanup failed", { error: String(error) });
+		(request as WithSlot)[slot]?.end()?.catch((error: unknown) => {
+			shared.logger.warn("@middy-conn/mysql: cleanup failed", { error: String(error) });
 		});
 
 	return {

@@ -9,6 +9,7 @@ import {
 	maxTimerMs,
 	reservedContextKeys,
 	tlsOptionNames,
+	waitUntilDefaults,
 } from "@middy-conn/lifecycle";
 import type { PoolOptions, SslOptions } from "mysql2";
 import type { MysqlConnectionStats } from "./telemetry.ts";
@@ -58,6 +59,15 @@ export interface MysqlConnectionOptions<TContextKey extends string = "db"> {
 	logStats?: boolean;
 	/** Upper bound in ms for the graceful close (QUIT, or the pool's reset); then the socket is destroyed. */
 	closeTimeout?: number;
+	/**
+	 * Stop on the server a statement the middleware gives up on (Middy's timeout, unfinished work): its session is
+	 * killed over a short-lived side connection. Costs one `SELECT CONNECTION_ID()` per new connection. Default true.
+	 */
+	cancelOnTimeout?: boolean;
+	/** `context.waitUntil`: leave this much (ms) of Lambda's remaining time when waiting for background tasks. */
+	waitUntilReserve?: number;
+	/** `context.waitUntil`: wait at most this long (ms) for background tasks. */
+	waitUntilTimeout?: number;
 }
 
 export const defaults = {
@@ -68,6 +78,8 @@ export const defaults = {
 	onStats: undefined as MysqlConnectionOptions["onStats"],
 	logStats: false,
 	closeTimeout: 1000,
+	cancelOnTimeout: true,
+	...waitUntilDefaults,
 };
 
 /** Well under any Lambda timeout worth having: a connect that hangs fails while there is time left to answer. */
@@ -172,6 +184,9 @@ const optionSchema = {
 		onStats: { instanceof: "Function" },
 		logStats: { type: "boolean" },
 		closeTimeout: integer(1, 60_000),
+		cancelOnTimeout: { type: "boolean" },
+		waitUntilReserve: integer(0, maxTimerMs),
+		waitUntilTimeout: integer(0, maxTimerMs),
 	},
 	required: ["config"],
 	additionalProperties: false,
@@ -249,6 +264,9 @@ export interface Settings {
 	readonly onStats: MysqlConnectionOptions["onStats"];
 	readonly logStats: boolean;
 	readonly closeTimeout: number;
+	readonly cancelOnTimeout: boolean;
+	readonly waitUntilReserve: number;
+	readonly waitUntilTimeout: number;
 }
 
 /** Validates the options (TypeError naming the option) and merges the defaults. */
@@ -291,6 +309,9 @@ export const mysqlConnectionValidateOptions = (options: unknown): Settings => {
 		onStats: merged.onStats,
 		logStats: merged.logStats,
 		closeTimeout: merged.closeTimeout,
+		cancelOnTimeout: merged.cancelOnTimeout,
+		waitUntilReserve: merged.waitUntilReserve,
+		waitUntilTimeout: merged.waitUntilTimeout,
 	};
 };
 

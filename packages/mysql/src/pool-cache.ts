@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { optionsKey } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Pool } from "mysql2/promise";
+import { mayOpenConnection, newConnectionConfig, poolLimits } from "./mysql2-adapter.ts";
 import { isSecretKey, type ResolvedConfig } from "./options.ts";
 
 export interface WarmPool {
@@ -15,6 +16,8 @@ export interface WarmPool {
 	readonly pool: Pool;
 	/** Connections this pool has already handed out once: an acquire that returns another one opened it. */
 	readonly seen: WeakSet<object>;
+	/** The server's session id of each connection (learnt once per connection, for KILL: see cancel.ts). */
+	readonly sessionIds: WeakMap<object, number>;
 	/** mysql2's idleTimeout for this pool (ms): a connection idle longer is not reused (see acquireFrom). */
 	readonly idleTimeout: number;
 	readonly connectionLimit: number;
@@ -58,13 +61,15 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 		return existing;
 	}
 	const core = mysql.createPool({ ...resolved.driver });
-	const config = (core as unknown as { config: { idleTimeout: number; connectionLimit: number } }).config;
+	const pool = core.promise();
+	const { idleTimeout, connectionLimit } = poolLimits(pool);
 	const entry: WarmPool = {
 		key,
-		pool: core.promise(),
+		pool,
 		seen: new WeakSet(),
-		idleTimeout: config.idleTimeout,
-		connectionLimit: config.connectionLimit,
+		sessionIds: new WeakMap(),
+		idleTimeout,
+		connectionLimit,
 		resolved,
 	};
 	pools.set(key, entry);
@@ -75,9 +80,7 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 // is what makes a fresh IAM token reach the pool's next connection. Open connections are unaffected: a token is
 // only checked when a connection authenticates.
 const applySecrets = (entry: WarmPool, driver: Record<string, unknown>) => {
-	const connectionConfig = (
-		entry.pool.pool as unknown as { config?: { connectionConfig?: Record<string, unknown> } }
-	).config?.connectionConfig;
+	const connectionConfig = newConnectionConfig(entry.pool);
 	if (!connectionConfig) return;
 	connectionConfig.password = driver.password || driver.password1 || undefined;
 	for (const key of ["password2", "password3", "passwordSha1"])
@@ -87,16 +90,8 @@ const applySecrets = (entry: WarmPool, driver: Record<string, unknown>) => {
 /** The warm pool with this key, if this process still has it. */
 export const warmPoolByKey = (key: string): WarmPool | undefined => pools.get(key);
 
-/**
- * True when acquiring from this pool right now may open a new connection, so that a config function must be
- * called first (a rotated token has to be in place before the pool connects). Reads mysql2's free list; when the
- * internals are not there, it answers true and the function is simply called on every acquire.
- */
-export const mayConnect = (entry: WarmPool): boolean => {
-	const free = (entry.pool.pool as unknown as { _freeConnections?: { length?: unknown } })._freeConnections
-		?.length;
-	return typeof free !== "number" || free === 0;
-};
+/** True when acquiring from this pool right now may open a new connection (see mysql2-adapter.ts). */
+export const mayConnect = (entry: WarmPool): boolean => mayOpenConnection(entry.pool);
 
 /** Ends every warm pool (tests; or a shutdown hook of a Lambda extension). New invocations create them again. */
 export const closeMysqlPools = async (): Promise<void> => {

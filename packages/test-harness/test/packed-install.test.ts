@@ -133,10 +133,10 @@ describe("packed install", () => {
 			`import { createServer } from "node:http";
 import middy from "@middy/core";
 import { httpPool } from "@middy-conn/http-pool";
-import { invocationScope } from "@middy-conn/lifecycle";
+import { Invocation } from "@middy-conn/lifecycle";
 import { mysqlConnection } from "@middy-conn/mysql";
 
-if (typeof invocationScope !== "function") throw new Error("@middy-conn/lifecycle has no invocationScope");
+if (typeof Invocation !== "function") throw new Error("@middy-conn/lifecycle has no Invocation");
 const server = createServer((request, response) => response.end(JSON.stringify({ path: request.url })));
 await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
 

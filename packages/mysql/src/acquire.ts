@@ -1,0 +1,138 @@
+// Acquire: the invocation's connection, opened (scoped) or taken from the warm pool (pool), on first use.
+//
+// Both return a Lease: the connection, the config it was opened with (for errors and for KILL), and the server's
+// id for its session (see cancel.ts). A warm pooled connection that died while idle, or that was idle too long,
+// is discarded before any statement is sent, so that no statement is ever replayed.
+import { performance } from "node:perf_hooks";
+import type { Request } from "@middy/core";
+import { type Logger, MiddyConnError } from "@middy-conn/lifecycle";
+import mysql from "mysql2";
+import type { Connection } from "mysql2/promise";
+import { learnConnectionId } from "./cancel.ts";
+import { closedError, connectError } from "./errors.ts";
+import { type Core, coreOf, destroyHard, idleMs, isDead } from "./mysql2-adapter.ts";
+import type { ResolvedConfig, Settings } from "./options.ts";
+import { mayConnect, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
+import type { MysqlConnectionStats } from "./telemetry.ts";
+
+/** What every invocation of one middleware shares: its settings and how to reach the server. */
+export interface Shared {
+	readonly settings: Settings;
+	readonly logger: Logger;
+	/** The config for a connect: memoised for an object config, the function's answer otherwise. */
+	resolve(request: Request): Promise<ResolvedConfig>;
+	/** Pool mode with a config function: the pool this middleware used last, to skip the function when warm. */
+	poolKey: string | undefined;
+}
+
+/** The invocation's hold on a connection. */
+export interface Lease {
+	readonly connection: Connection;
+	readonly core: Core;
+	readonly resolved: ResolvedConfig;
+	readonly pooled: boolean;
+	/** The server's id for the session (undefined with `cancelOnTimeout: false`, or when it could not be read). */
+	readonly sessionId: number | undefined;
+}
+
+export interface AcquireContext {
+	readonly shared: Shared;
+	readonly request: Request;
+	readonly stats: MysqlConnectionStats;
+	/** Aborted when the invocation gives up on the connect (teardown, timeout). */
+	readonly signal: AbortSignal;
+	/** Listens to the core connection's errors outside statements for as long as the invocation holds it. */
+	readonly onCoreError: (error: unknown) => void;
+}
+
+/** Scoped mode: a new connection, for this invocation only. */
+export const connect = async (context: AcquireContext): Promise<Lease> => {
+	const { shared, request, stats, signal } = context;
+	const resolved = await shared.resolve(request);
+	if (signal.aborted) throw closedError(shared.settings.contextKey);
+	const started = performance.now();
+	const core = mysql.createConnection(resolved.driver) as unknown as Core;
+	// Permanent: a core connection emits 'error' when the server closes it between statements.
+	core.on("error", context.onCoreError);
+	const onAbort = () => destroyHard(core, "the invocation ended while connecting");
+	signal.addEventListener("abort", onAbort, { once: true });
+	let sessionId: number | undefined;
+	try {
+		await new Promise<void>((resolve, reject) => {
+			core.once("connect", () => resolve());
+			core.once("error", reject);
+		});
+		if (shared.settings.cancelOnTimeout) sessionId = await learnConnectionId(core.promise());
+	} catch (error) {
+		stats.connectMs = performance.now() - started;
+		destroyHard(core, "connect failed");
+		throw error instanceof MiddyConnError ? error : connectError(error, resolved.target, resolved.secrets);
+	} finally {
+		signal.removeEventListener("abort", onAbort);
+	}
+	stats.connectMs = performance.now() - started;
+	stats.connected = true;
+	return { connection: core.promise(), core, resolved, pooled: false, sessionId };
+};
+
+/** Pool mode: a connection from the warm pool of this execution environment. */
+export const acquire = async (context: AcquireContext): Promise<Lease> => {
+	const { shared, request, stats, signal } = context;
+	let started: number | undefined;
+	for (let attempt = 0; ; attempt += 1) {
+		const pool = await warmPoolFor(shared, request);
+		// like scoped mode, connectMs leaves out the config function's time
+		started ??= performance.now();
+		if (signal.aborted) throw closedError(shared.settings.contextKey);
+		let connection: Connection;
+		try {
+			connection = await pool.pool.getConnection();
+		} catch (error) {
+			stats.connectMs = performance.now() - started;
+			throw connectError(error, pool.resolved.target, pool.resolved.secrets);
+		}
+		const core = coreOf(connection);
+		if (signal.aborted) {
+			// The invocation ended while this one was on its way: it is unused and clean, so it goes back.
+			(connection as unknown as { release(): void }).release();
+			throw closedError(shared.settings.contextKey);
+		}
+		const fresh = !pool.seen.has(core);
+		pool.seen.add(core);
+		// mysql2's own idle timer does not run while Lambda is frozen, and NAT gateways and proxies drop idle
+		// connections silently: a warm connection is checked before use.
+		if (!fresh && attempt <= pool.connectionLimit && (isDead(core) || idleMs(core) > pool.idleTimeout)) {
+			destroyHard(core, "stale in the pool");
+			continue;
+		}
+		core.on("error", context.onCoreError);
+		let sessionId = pool.sessionIds.get(core);
+		if (sessionId === undefined && shared.settings.cancelOnTimeout) {
+			try {
+				sessionId = await learnConnectionId(connection);
+			} catch (error) {
+				core.removeListener("error", context.onCoreError);
+				destroyHard(core, "could not read its session id");
+				stats.connectMs = performance.now() - started;
+				throw connectError(error, pool.resolved.target, pool.resolved.secrets);
+			}
+			if (sessionId !== undefined) pool.sessionIds.set(core, sessionId);
+		}
+		stats.connectMs = performance.now() - started;
+		stats.connected = fresh;
+		stats.acquired = true;
+		return { connection, core, resolved: pool.resolved, pooled: true, sessionId };
+	}
+};
+
+// The warm pool for this invocation. A config function is called only when the pool may have to open a
+// connection (none free): that is when a rotated password or IAM token must be in place.
+const warmPoolFor = async (shared: Shared, request: Request): Promise<WarmPool> => {
+	if (typeof shared.settings.config === "function" && shared.poolKey !== undefined) {
+		const known = warmPoolByKey(shared.poolKey);
+		if (known && !mayConnect(known)) return known;
+	}
+	const pool = warmPool(await shared.resolve(request));
+	shared.poolKey = pool.key;
+	return pool;
+};

@@ -1,0 +1,121 @@
+// Close: the end of the invocation's hold on its connection, on every path.
+//
+// - A finished success with the `transaction` option: COMMIT, bounded by the time the invocation has left. A
+//   failed COMMIT fails the invocation.
+// - Work not finished (Middy's timeout, or work still in flight when teardown began): never COMMIT. A busy
+//   connection is given up: destroyed, and its statement stopped on the server (cancel.ts).
+// - A dead connection: destroyed; there is nothing to talk to.
+// - Otherwise the graceful end, which also rolls back whatever is still open: COM_RESET_CONNECTION and release
+//   (pool), QUIT and the server closing the socket (scoped). Both are awaited, so that the session is clean or
+//   gone before Lambda freezes the process. Bounded by `closeTimeout`; past it the connection is destroyed.
+import type { Request } from "@middy/core";
+import { type InvocationEnd, type Logger, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
+import type { Lease } from "./acquire.ts";
+import { commitError, unfinishedError } from "./errors.ts";
+import { isDead, isFatal, socketClosed } from "./mysql2-adapter.ts";
+import type { Settings } from "./options.ts";
+import type { MysqlConnectionStats } from "./telemetry.ts";
+
+/** What close needs to know about the connection's use in this invocation. */
+export interface Closing {
+	readonly lease: Lease;
+	readonly settings: Settings;
+	readonly logger: Logger;
+	readonly stats: MysqlConnectionStats;
+	readonly request: Request;
+	/** A transaction is open (the middleware's, or one the handler began). */
+	readonly transactionOpen: boolean;
+	/** The middleware's BEGIN, if it is still on its way. */
+	readonly begin: Promise<void> | undefined;
+	/** The connection died during the invocation. */
+	readonly lost: unknown;
+	/** Statements are in flight on it. */
+	readonly busy: boolean;
+	/** Destroys the connection now, and stops its statement on the server if one is running. */
+	giveUp(reason: string): void;
+	/** Stops listening to the connection (it goes back to the pool). */
+	detach(): void;
+}
+
+export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<void> => {
+	const { lease, settings, logger, stats } = closing;
+	const managed = settings.transaction !== false && closing.transactionOpen;
+	if (closing.transactionOpen) stats.transaction = "rolled-back";
+	const { target, secrets } = lease.resolved;
+
+	if (end.kind === "timeout" || closing.lost || isDead(lease.core)) {
+		closing.giveUp(end.kind === "timeout" ? "the invocation timed out" : "the connection died");
+		// The handler succeeded, but the connection died before the middleware could COMMIT: the server rolled
+		// the transaction back, and the invocation must not report a success whose writes are gone.
+		if (end.kind === "success" && managed) {
+			const cause = closing.lost ?? new Error("the connection was closed before COMMIT");
+			throw commitError(cause, target, secrets, true);
+		}
+		return;
+	}
+	// The handler did not finish: what it did is rolled back, and a success must not claim it was kept.
+	const refuseCommit = end.kind === "success" && managed && end.unfinished;
+	if (end.unfinished && closing.busy) {
+		closing.giveUp("work was still in flight when the invocation ended");
+		if (refuseCommit) throw unfinishedError(target);
+		return;
+	}
+	const context = closing.request.context as { getRemainingTimeInMillis?: () => number };
+	if (end.kind === "success" && managed && !refuseCommit) {
+		// COMMIT is the invocation's own work, bounded only by the time the invocation has left.
+		const commit = await settleWithin(
+			(closing.begin ?? Promise.resolve()).then(() => lease.connection.commit()),
+			remainingTimeInMillis(context, 10, Number.POSITIVE_INFINITY),
+		);
+		if (!commit.ok) {
+			// No answer (or a lost connection): the outcome is unknown. An error answer: nothing was committed,
+			// and destroying the connection rolls back whatever is left.
+			const error = commit.timedOut ? new Error("no answer before the invocation's deadline") : commit.error;
+			const known = !commit.timedOut && !isFatal(error) && !isDead(lease.core);
+			closing.giveUp("COMMIT failed");
+			throw commitError(error, target, secrets, known);
+		}
+		stats.transaction = "committed";
+	} else if (end.kind === "success" && closing.transactionOpen && !managed) {
+		logger.warn(
+			"@middy-conn/mysql: a transaction begun with beginTransaction() was still open when the invocation ended; it was rolled back",
+		);
+	}
+	await endSession(
+		closing,
+		Math.min(settings.closeTimeout, remainingTimeInMillis(context, 10, settings.closeTimeout)),
+	);
+	if (refuseCommit) throw unfinishedError(target);
+};
+
+// The graceful end, which rolls back an open transaction by itself: COM_RESET_CONNECTION (pool) and the end of
+// the session (scoped) both do, so no separate ROLLBACK round trip is needed.
+const endSession = async (closing: Closing, budget: number): Promise<void> => {
+	const { lease, logger, stats } = closing;
+	if (lease.pooled) {
+		// Reset here, awaited, rather than with mysql2's resetOnRelease, which would run after the invocation
+		// returned (release() does not wait), that is while Lambda has the process frozen.
+		const reset = await settleWithin(lease.connection.reset(), budget);
+		if (!reset.ok) {
+			const code = reset.timedOut ? "TIMEOUT" : (reset.error as { code?: string } | undefined)?.code;
+			logger.warn("@middy-conn/mysql: could not reset the connection; destroyed it instead", { code });
+			closing.giveUp("reset failed");
+			return;
+		}
+		closing.detach();
+		(lease.connection as unknown as { release(): void }).release();
+		stats.closed = "released";
+		return;
+	}
+	// QUIT, then wait for the server to close the socket: the session is gone before Lambda freezes the process.
+	const closed = socketClosed(lease.core);
+	const ended = await settleWithin(
+		lease.connection.end().then(() => closed),
+		budget,
+	);
+	if (!ended.ok) {
+		closing.giveUp("QUIT was not answered in time");
+		return;
+	}
+	stats.closed = "ended";
+};

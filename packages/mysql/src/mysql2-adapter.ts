@@ -1,0 +1,97 @@
+// What this package relies on in mysql2 beyond its documented API, in one place. Tested against the lowest and
+// the latest mysql2 3.x this package supports.
+//
+// Public and relied on: `connection.state` and `connection.fatalError` (3.16+), `threadId`, pool connections'
+// `release()`/`destroy()`, the promise wrapper's `.connection` (the core connection).
+// Not public, and confined here:
+// - `stream`: the core connection's socket. mysql2's destroy() only half-closes it (FIN) and leaves the commands in
+//   flight pending forever; destroying the socket with an error fails them.
+// - `lastActiveTime`: when the connection last sent a command (to skip a pooled connection idle too long).
+// - `pool._freeConnections`: whether an acquire may open a connection.
+// - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets).
+import type { Socket } from "node:net";
+import { MiddyConnError } from "@middy-conn/lifecycle";
+import type { Connection as CoreConnection } from "mysql2";
+import type { Connection, Pool } from "mysql2/promise";
+import { pkg } from "./options.ts";
+
+/** mysql2's core (callback) connection, behind a promise connection. */
+export type Core = CoreConnection & {
+	readonly state?: string;
+	readonly fatalError?: unknown;
+	readonly stream?: Socket;
+	readonly lastActiveTime?: number;
+};
+
+export const coreOf = (connection: Connection): Core =>
+	(connection as unknown as { connection: Core }).connection;
+
+/** The connection cannot run another statement: it failed, or it is closing or closed. */
+export const isDead = (core: Core): boolean => {
+	if (typeof core.state === "string") return core.state === "error" || core.state === "disconnected";
+	return Boolean(core.fatalError || core.stream?.destroyed);
+};
+
+/** An error that means the connection is gone (not a statement's own error). */
+export const isFatal = (error: unknown): boolean =>
+	(error as { fatal?: unknown } | null)?.fatal === true ||
+	["ER_CONNECTION_KILLED", "ER_SERVER_SHUTDOWN", "PROTOCOL_CONNECTION_LOST", "ECONNRESET", "EPIPE"].includes(
+		(error as { code?: string } | null)?.code ?? "",
+	);
+
+/**
+ * Closes the socket now, failing the commands in flight with `reason`: a handler still awaiting a query gets an
+ * error instead of a promise that never settles. A pooled connection leaves its pool.
+ */
+export const destroyHard = (core: Core, reason: Error | string): void => {
+	try {
+		core.destroy();
+	} catch {
+		// already closed
+	}
+	core.stream?.destroy(
+		typeof reason === "string"
+			? new MiddyConnError(`MySQL connection destroyed: ${reason}`, {
+					package: pkg,
+					code: "MIDDY_CONN_MYSQL_DESTROYED",
+				})
+			: reason,
+	);
+};
+
+/** Resolves when the connection's socket has closed (the server has ended the session). */
+export const socketClosed = (core: Core): Promise<void> => {
+	const socket = core.stream;
+	if (!socket || socket.destroyed) return Promise.resolve();
+	return new Promise((resolve) => socket.once("close", () => resolve()));
+};
+
+/** Milliseconds since the connection last sent a command. */
+export const idleMs = (core: Core): number => Date.now() - (core.lastActiveTime ?? Date.now());
+
+/**
+ * True when acquiring from this pool right now may open a new connection. When the internals are not there it
+ * answers true (the config function is then simply called on every acquire).
+ */
+export const mayOpenConnection = (pool: Pool): boolean => {
+	const free = (pool.pool as unknown as { _freeConnections?: { length?: unknown } })._freeConnections?.length;
+	return typeof free !== "number" || free === 0;
+};
+
+/** The options the pool copies for each new connection: where a rotated password must go. */
+export const newConnectionConfig = (pool: Pool): Record<string, unknown> | undefined =>
+	(pool.pool as unknown as { config?: { connectionConfig?: Record<string, unknown> } }).config
+		?.connectionConfig;
+
+/** The pool's own idleTimeout and connectionLimit, as mysql2 resolved them. */
+export const poolLimits = (pool: Pool): { idleTimeout: number; connectionLimit: number } =>
+	(pool.pool as unknown as { config: { idleTimeout: number; connectionLimit: number } }).config;
+
+/**
+ * True while the connection has a command running or queued: a statement of ours, or one the handler sent on the
+ * raw connection (a query stream). Reads `_command` and `_commands`, mysql2's command queue.
+ */
+export const commandInFlight = (core: Core): boolean => {
+	const internals = core as unknown as { _command?: unknown; _commands?: { length?: number } };
+	return Boolean(internals._command) || (internals._commands?.length ?? 0) > 0;
+};
