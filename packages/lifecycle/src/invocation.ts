@@ -26,6 +26,8 @@
 //
 // All of it lives on the Middy request, under a symbol: Lambda Managed Instances run many invocations at once in
 // one process, and nothing of one invocation may sit in module scope.
+import { Readable } from "node:stream";
+import type { ReadableStream } from "node:stream/web";
 import type { Request } from "@middy/core";
 import {
 	type BackgroundTaskCounts,
@@ -132,6 +134,8 @@ export class Invocation implements MiddyRequestObserver {
 	#unfinished: boolean | undefined;
 	/** The response streams a body, and teardown waits for its end (streaming mode). */
 	#bodyPending = false;
+	/** How the invocation ends when the body ends with its last byte ("success" or "early-response"). */
+	#bodyEndKind: EndKind = "success";
 	/** The body streams handed to Middy in place of the response's own. */
 	readonly #guarded: unknown[] = [];
 
@@ -272,20 +276,47 @@ export class Invocation implements MiddyRequestObserver {
 			this.#bodyPending = false;
 			return false;
 		}
+		if (!this.#bodyPending) this.#bodyEndKind = kind;
 		this.#bodyPending = true;
 		const stream = body.get();
 		if (this.#guarded.includes(stream)) return true;
-		// A body of its own, or one that wraps the body guarded before: whichever ends first ends the invocation.
+		this.#request.response = body.set(this.#guard(stream));
+		return true;
+	}
+
+	/** A body of its own, or one that wraps the body guarded before: whichever ends first ends the invocation. */
+	#guard(stream: Readable | ReadableStream): Readable {
 		const guarded = guardBody(stream, (end) => this.#onBodyEnd(end));
 		this.#guarded.push(guarded);
-		this.#request.response = body.set(guarded);
-		return true;
+		return guarded;
+	}
+
+	responseReplaced(next: unknown): unknown {
+		// Only while a streamed body holds the teardown: a middleware further out (whose `after` runs after ours)
+		// replaced the response. Whatever body Middy now writes must end the invocation. (`undefined` is Middy
+		// entering its onError chain, where our onError ends it.)
+		if (!this.#bodyPending || next === undefined) return next;
+		const body = streamedBody(next);
+		if (body) {
+			const stream = body.get();
+			return this.#guarded.includes(stream) ? next : body.set(this.#guard(stream));
+		}
+		// A response without a stream: its string body is written through a stream of ours.
+		if (typeof next === "string") return this.#guard(Readable.from([next]));
+		const http = next as { statusCode?: unknown; body?: unknown } | null;
+		if (
+			http?.statusCode &&
+			(typeof http.body === "string" || http.body === undefined || http.body === null)
+		) {
+			(http as { body: unknown }).body = this.#guard(Readable.from([http.body ?? ""]));
+		}
+		return next;
 	}
 
 	async #onBodyEnd(end: BodyEnd): Promise<void> {
 		if (!this.#bodyPending) return;
 		this.#bodyPending = false;
-		const errors = await this.#closeAll(end.ok ? "success" : "error", end.ok ? undefined : end.error);
+		const errors = await this.#closeAll(end.ok ? this.#bodyEndKind : "error", end.ok ? undefined : end.error);
 		if (errors.length > 0) throw errors[0];
 	}
 

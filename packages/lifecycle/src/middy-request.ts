@@ -33,6 +33,11 @@ export interface MiddyRequestObserver {
 	rethrow(error: unknown): void;
 	/** Middy is about to return an early response (moment 1); a promise delays the return until it settles. */
 	earlyResponse(): Promise<void> | undefined;
+	/**
+	 * Any other assignment of `request.response` (an `after` replacing the response, say). Returns what to store
+	 * instead: the lifecycle may wrap a response's body (see response-body.ts).
+	 */
+	responseReplaced(next: unknown): unknown;
 }
 
 const kHooks = Symbol.for("@middy-conn/lifecycle/middy-request@2");
@@ -49,9 +54,12 @@ interface Hooks {
 type HookedRequest = Request & { [kHooks]: Hooks; earlyResponse?: unknown };
 
 const onResponseAssigned = (request: HookedRequest, hooks: Hooks, next: unknown) => {
-	hooks.response = next;
 	// Moment 1: `request.response = request.earlyResponse`, then `return request.response`.
-	if (hooks.settling || !("earlyResponse" in request) || request.earlyResponse !== next) return;
+	if (hooks.settling || !("earlyResponse" in request) || request.earlyResponse !== next) {
+		hooks.response = hooks.observer.responseReplaced(next);
+		return;
+	}
+	hooks.response = next;
 	const teardown = hooks.observer.earlyResponse();
 	if (!teardown) return;
 	const inErrorPhase = hooks.inErrorPhase;

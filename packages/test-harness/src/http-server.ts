@@ -63,6 +63,9 @@ export type RouteHandler = (req: IncomingMessage, res: ServerResponse, received:
  * - `/hang`: reads the request and never answers
  * - `/reset`: resets the TCP connection (RST) before any response byte
  * - `/large?bytes=N`: a streamed body of N bytes (default 1 MiB)
+ * - `/pattern?bytes=N`: a streamed body of N bytes (default 1 MiB) that `patternBytes(0, N)` reproduces, so that a
+ *   client can check every byte and their order; with `&failAfter=M` the server sends M bytes of it (not all N
+ *   announced in `content-length`) and then closes the connection: the body fails midway
  * - `/close`: answers with `Connection: close` and closes the socket
  * - anything else: 404
  * Every request is recorded in `received`, any method, with its body.
@@ -273,6 +276,11 @@ export async function startHttpServer(options: HttpServerOptions = {}): Promise<
 			case "/large":
 				sendLarge(res, numberParam(url, "bytes", 1024 * 1024));
 				return;
+			case "/pattern": {
+				const bytes = numberParam(url, "bytes", 1024 * 1024);
+				sendPattern(res, bytes, numberParam(url, "failAfter", bytes));
+				return;
+			}
 			case "/close":
 				res.removeHeader("Keep-Alive");
 				res.setHeader("Connection", "close");
@@ -430,5 +438,46 @@ function sendLarge(res: ServerResponse, bytes: number): void {
 		}
 		res.end();
 	};
+	writeMore();
+}
+
+/**
+ * The bytes `/pattern` serves, from `offset` on: each 4-byte group is its own index (big-endian), so that a missing,
+ * repeated or misplaced chunk changes the content.
+ */
+export function patternBytes(offset: number, length: number): Buffer {
+	const out = Buffer.alloc(length);
+	for (let i = 0; i < length; i++) {
+		const at = offset + i;
+		out[i] = (Math.floor(at / 4) >>> (8 * (3 - (at % 4)))) & 0xff;
+	}
+	return out;
+}
+
+/** Streams the pattern with a `content-length` of `bytes`, waiting for the client to drain; closes after `failAfter`. */
+function sendPattern(res: ServerResponse, bytes: number, failAfter: number): void {
+	res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes });
+	const stop = Math.min(bytes, failAfter);
+	let sent = 0;
+	const writeMore = (): void => {
+		while (sent < stop) {
+			if (res.destroyed) return;
+			const size = Math.min(stop - sent, LARGE_CHUNK.length);
+			const chunk = patternBytes(sent, size);
+			sent += size;
+			const last = sent === stop;
+			// Past `failAfter`: the bytes written so far reach the client, then the connection closes.
+			const ok = res.write(chunk, last && stop < bytes ? () => res.socket?.destroy() : undefined);
+			if (!ok && !last) {
+				res.once("drain", writeMore);
+				return;
+			}
+		}
+		if (stop === bytes) res.end();
+	};
+	if (stop === 0 && bytes > 0) {
+		res.write("", () => res.socket?.destroy());
+		return;
+	}
 	writeMore();
 }

@@ -2,6 +2,7 @@ export * from "./bundle-handler.ts";
 export * from "./execution-environment.ts";
 export * from "./http-server.ts";
 export * from "./lambda-events.ts";
+export * from "./lambda-streaming.ts";
 export * from "./mysql-admin.ts";
 export * from "./mysql-server.ts";
 export * from "./partner-api.ts";
