@@ -132,6 +132,8 @@ export class Invocation implements MiddyRequestObserver {
 	#timeout: unknown;
 	/** Decided once, when teardown begins (see the top of this file). */
 	#unfinished: boolean | undefined;
+	/** Background tasks were aborted at their deadline: their work did not finish either. */
+	#tasksAborted = false;
 	/** The response streams a body, and teardown waits for its end (streaming mode). */
 	#bodyPending = false;
 	/** How the invocation ends when the body ends with its last byte ("success" or "early-response"). */
@@ -159,9 +161,17 @@ export class Invocation implements MiddyRequestObserver {
 			holder[kInvocation] = created;
 			return created;
 		}
-		existing.#waitUntilTimeout = Math.min(existing.#waitUntilTimeout, options.waitUntilTimeout);
-		existing.#waitUntilReserve = Math.max(existing.#waitUntilReserve, options.waitUntilReserve);
+		existing.limitBackgroundTasks(options);
 		return existing;
+	}
+
+	/**
+	 * Tightens the background tasks' limits (a later middleware's options). Public, like everything `of` uses on an
+	 * existing invocation: it may come from another copy of this package in the same bundle.
+	 */
+	limitBackgroundTasks(options: Pick<InvocationOptions, "waitUntilTimeout" | "waitUntilReserve">): void {
+		this.#waitUntilTimeout = Math.min(this.#waitUntilTimeout, options.waitUntilTimeout);
+		this.#waitUntilReserve = Math.max(this.#waitUntilReserve, options.waitUntilReserve);
 	}
 
 	get phase(): InvocationPhase {
@@ -201,7 +211,7 @@ export class Invocation implements MiddyRequestObserver {
 		this.#timeout = error;
 		const reason = lifecycleError(
 			"The invocation timed out (Middy's timeoutEarlyInMillis)",
-			lifecycleErrorCodes.invocationEnded,
+			lifecycleErrorCodes.timedOut,
 			error,
 		);
 		this.#tasks?.abort(reason, "because the invocation timed out");
@@ -209,12 +219,19 @@ export class Invocation implements MiddyRequestObserver {
 	}
 
 	rethrow(error: unknown): void {
-		const reason = lifecycleError(
-			"An onError middleware threw: the invocation was torn down at once",
-			lifecycleErrorCodes.tornDown,
-			error,
+		this.#destroyAll(
+			lifecycleError(
+				"An onError middleware threw: the invocation was torn down at once",
+				lifecycleErrorCodes.tornDown,
+				error,
+			),
+			"because an onError middleware threw (no time was left to wait for them)",
 		);
-		this.#tasks?.abort(reason, "because an onError middleware threw (no time was left to wait for them)");
+	}
+
+	/** Middy leaves no time to wait: background tasks aborted, every resource destroyed, now. */
+	#destroyAll(reason: Error, why: string): void {
+		this.#tasks?.abort(reason, why);
 		for (const entry of this.#entries) {
 			if (entry.state !== "open") continue;
 			entry.state = "closed";
@@ -254,10 +271,7 @@ export class Invocation implements MiddyRequestObserver {
 		}
 		if ((this.#tasks?.pending ?? 0) > 0) return this.#closeAfterTasks(entry, kind);
 		const closed = this.#close(entry, kind);
-		if (!closed) {
-			this.#maybeFinished();
-			return undefined;
-		}
+		if (!closed) return this.#maybeFinished();
 		return closed.finally(() => this.#maybeFinished());
 	}
 
@@ -304,12 +318,20 @@ export class Invocation implements MiddyRequestObserver {
 		// A response without a stream: its string body is written through a stream of ours.
 		if (typeof next === "string") return this.#guard(Readable.from([next]));
 		const http = next as { statusCode?: unknown; body?: unknown } | null;
-		if (
-			http?.statusCode &&
-			(typeof http.body === "string" || http.body === undefined || http.body === null)
-		) {
-			(http as { body: unknown }).body = this.#guard(Readable.from([http.body ?? ""]));
+		const bytes = http?.statusCode ? (http.body ?? "") : undefined;
+		if (typeof bytes === "string" || Buffer.isBuffer(bytes)) {
+			(http as { body: unknown }).body = this.#guard(Readable.from([bytes]));
+			return next;
 		}
+		// Nothing Middy can stream (it will fail the invocation): nothing would ever end it, so end it now.
+		this.#bodyPending = false;
+		this.#destroyAll(
+			lifecycleError(
+				"A middleware replaced the streamed response with one that cannot be streamed: the invocation was torn down at once",
+				lifecycleErrorCodes.tornDown,
+			),
+			"because the streamed response was replaced with one that cannot be streamed",
+		);
 		return next;
 	}
 
@@ -330,7 +352,9 @@ export class Invocation implements MiddyRequestObserver {
 			// Work in flight when teardown began belongs to the handler unless background tasks were running too;
 			// then, what is still in flight once they have all settled is the handler's.
 			this.#unfinished =
-				this.#timeout !== undefined || (busyAtStart && (!tasksAtStart || this.#entries.some(isBusy)));
+				this.#timeout !== undefined ||
+				this.#tasksAborted ||
+				(busyAtStart && (!tasksAtStart || this.#entries.some(isBusy)));
 			return;
 		}
 		await this.#drainTasks();
@@ -348,6 +372,7 @@ export class Invocation implements MiddyRequestObserver {
 		}
 		if (await tasks.settled(this.#tasksDeadline)) return;
 		const reason = taskDeadlineError(this.#tasksDeadline - performance.now() + this.#waitUntilTimeout);
+		this.#tasksAborted = true;
 		tasks.abort(reason, "at the wait deadline");
 		this.#interruptAll(reason);
 	}
@@ -368,7 +393,7 @@ export class Invocation implements MiddyRequestObserver {
 		try {
 			await this.#close(entry, kind);
 		} finally {
-			this.#maybeFinished();
+			await this.#maybeFinished();
 		}
 	}
 
@@ -379,7 +404,7 @@ export class Invocation implements MiddyRequestObserver {
 		const end: InvocationEnd = {
 			kind,
 			error: kind === "success" || kind === "early-response" ? undefined : error,
-			unfinished: this.#unfinished ?? this.#timeout !== undefined,
+			unfinished: (this.#unfinished ?? this.#timeout !== undefined) || this.#tasksAborted,
 		};
 		let closed: Promise<void> | void;
 		try {
@@ -413,7 +438,7 @@ export class Invocation implements MiddyRequestObserver {
 				}
 			}
 		} finally {
-			this.#maybeFinished();
+			await this.#maybeFinished();
 		}
 		for (const closeError of errors) {
 			if (kind !== "success") this.#logger.warn("@middy-conn: cleanup failed", { error: closeError });
@@ -421,10 +446,13 @@ export class Invocation implements MiddyRequestObserver {
 		return errors;
 	}
 
-	#maybeFinished() {
-		if (this.#phase === "ended" || this.#bodyPending) return;
-		if (this.#entries.some((entry) => entry.state !== "closed")) return;
+	#maybeFinished(): Promise<void> | undefined {
+		if (this.#phase === "ended" || this.#bodyPending) return undefined;
+		if (this.#entries.some((entry) => entry.state !== "closed")) return undefined;
+		// Tasks handed over while the last resources closed are waited for too (within the same deadline).
+		if ((this.#tasks?.pending ?? 0) > 0) return this.#drainTasks().then(() => this.#maybeFinished());
 		this.#finished();
+		return undefined;
 	}
 
 	#finished() {

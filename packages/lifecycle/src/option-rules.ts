@@ -9,7 +9,7 @@ export const maxTimerMs = 2_147_483_647;
 
 /**
  * Context keys a middleware must not take for its `contextKey`: the Lambda context's own (overwriting one would
- * break the runtime or Middy), and `waitUntil`, which @middy-conn/http-pool puts there.
+ * break the runtime or Middy), and `waitUntil`, which both middlewares put there.
  */
 export const reservedContextKeys: readonly string[] = [
 	...lambdaContextKeys,
