@@ -127,6 +127,8 @@ export class Invocation implements MiddyRequestObserver {
 	#tasks: BackgroundTasks | undefined;
 	/** performance.now() instant after which background tasks are aborted (set when teardown begins). */
 	#tasksDeadline: number | undefined;
+	/** How long the tasks were given, for the deadline's error message. */
+	#tasksWaitMs = 0;
 	#inErrorPhase = false;
 	/** Middy's TimeoutError, from the moment Middy raised it. */
 	#timeout: unknown;
@@ -138,6 +140,8 @@ export class Invocation implements MiddyRequestObserver {
 	#bodyPending = false;
 	/** How the invocation ends when the body ends with its last byte ("success" or "early-response"). */
 	#bodyEndKind: EndKind = "success";
+	/** The teardown a body's end started, shared by every guarded body. */
+	#bodyTeardown: Promise<void> | undefined;
 	/** The body streams handed to Middy in place of the response's own. */
 	readonly #guarded: unknown[] = [];
 
@@ -335,11 +339,21 @@ export class Invocation implements MiddyRequestObserver {
 		return next;
 	}
 
-	async #onBodyEnd(end: BodyEnd): Promise<void> {
-		if (!this.#bodyPending) return;
+	/**
+	 * A guarded body ended. One teardown for all of them: a body replaced after its (short) source had ended may
+	 * have started it, and the body Middy does write must not end before that teardown has.
+	 */
+	#onBodyEnd(end: BodyEnd): Promise<void> {
+		if (this.#bodyTeardown) return this.#bodyTeardown;
+		if (!this.#bodyPending) return Promise.resolve();
 		this.#bodyPending = false;
-		const errors = await this.#closeAll(end.ok ? this.#bodyEndKind : "error", end.ok ? undefined : end.error);
-		if (errors.length > 0) throw errors[0];
+		this.#bodyTeardown = this.#closeAll(
+			end.ok ? this.#bodyEndKind : "error",
+			end.ok ? undefined : end.error,
+		).then((errors) => {
+			if (errors.length > 0) throw errors[0];
+		});
+		return this.#bodyTeardown;
 	}
 
 	/** Teardown begins: decide whether the handler finished, then wait for the background tasks. */
@@ -369,9 +383,10 @@ export class Invocation implements MiddyRequestObserver {
 				this.#waitUntilTimeout,
 			);
 			this.#tasksDeadline = performance.now() + waitMs;
+			this.#tasksWaitMs = waitMs;
 		}
 		if (await tasks.settled(this.#tasksDeadline)) return;
-		const reason = taskDeadlineError(this.#tasksDeadline - performance.now() + this.#waitUntilTimeout);
+		const reason = taskDeadlineError(this.#tasksWaitMs);
 		this.#tasksAborted = true;
 		tasks.abort(reason, "at the wait deadline");
 		this.#interruptAll(reason);
