@@ -54,6 +54,7 @@ export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 	// Created now, at cold start, so that every invocation finds it; re-created if someone closed it.
 	sharedDispatcher(key, options);
 
+	const reportsStats = Boolean(options.onStats || options.logStats);
 	const invocationOptions = {
 		logger,
 		waitUntilTimeout: options.waitUntilTimeout,
@@ -70,6 +71,8 @@ export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 		const invocation = Invocation.of(request, invocationOptions);
 		const http = new HttpInvocation(invocation, request, sharedDispatcher(key, options), options, logger);
 		(request as WithSlot)[slot] = invocation.register(http);
+		// Stats are reported on every path, an early response included, even when nothing was sent.
+		if (reportsStats) invocation.inUse();
 		const context = request.context as unknown as Record<string, unknown>;
 		context[options.contextKey] = http.dispatcher;
 		context.waitUntil = invocation.waitUntil;

@@ -57,7 +57,7 @@ export class HttpInvocation implements InvocationResource {
 		this.#request = request;
 		this.#options = options;
 		this.#logger = logger;
-		this.#tracker = new RequestTracker(this.#stats);
+		this.#tracker = new RequestTracker(this.#stats, invocation);
 		this.dispatcher = new InvocationDispatcher(shared, options.origin, this.#tracker, () => this.stats());
 	}
 
@@ -77,29 +77,35 @@ export class HttpInvocation implements InvocationResource {
 		);
 	}
 
-	/** The graceful end. Never rejects: nothing here may turn the invocation's outcome into another one. */
-	async close(end: InvocationEnd): Promise<void> {
+	/**
+	 * The graceful end. Never rejects: nothing here may turn the invocation's outcome into another one. Returns
+	 * nothing when nothing is open and no stats are wanted (the common case), so that Middy does not await.
+	 */
+	close(end: InvocationEnd): Promise<void> | undefined {
+		// Made only if a request is refused later: an Error (with its stack) per invocation is not free.
+		let error: Error | undefined;
+		const ended = () => {
+			error ??= httpPoolError(`The invocation ${describeEnd(end)}`, errorCodes.invocationEnded, undefined, {
+				end: end.kind,
+			});
+			return error;
+		};
+		this.#tracker.close(ended);
+		if (this.#tracker.size === 0) return this.#report();
+		return this.#closeOpen(end, ended);
+	}
+
+	async #closeOpen(end: InvocationEnd, ended: () => Error): Promise<void> {
 		try {
-			// Made only if a request is still open or refused: an Error (with its stack) per invocation is not free.
-			let error: Error | undefined;
-			const ended = () => {
-				error ??= httpPoolError(`The invocation ${describeEnd(end)}`, errorCodes.invocationEnded, undefined, {
-					end: end.kind,
-				});
-				return error;
-			};
-			this.#tracker.close(ended);
-			if (this.#tracker.size > 0) {
-				if (end.kind === "timeout") {
-					this.#tracker.abortAll(ended());
-				} else {
-					const waitMs = Math.min(dumpWaitMs, remainingTimeInMillis(this.#request.context, 10, dumpWaitMs));
-					const { waiting } = await this.#tracker.cleanUp(ended(), waitMs);
-					if (waiting > 0) {
-						this.#logger.warn(
-							`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
-						);
-					}
+			if (end.kind === "timeout") {
+				this.#tracker.abortAll(ended());
+			} else {
+				const waitMs = Math.min(dumpWaitMs, remainingTimeInMillis(this.#request.context, 10, dumpWaitMs));
+				const { waiting } = await this.#tracker.cleanUp(ended(), waitMs);
+				if (waiting > 0) {
+					this.#logger.warn(
+						`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
+					);
 				}
 			}
 		} catch (error) {
@@ -114,7 +120,7 @@ export class HttpInvocation implements InvocationResource {
 		});
 		this.#tracker.close(() => error);
 		this.#tracker.abortAll(error);
-		this.#report().catch(() => {});
+		this.#report()?.catch(() => {});
 	}
 
 	/** The counters so far: this middleware's requests, and the invocation's background tasks. */
@@ -129,10 +135,14 @@ export class HttpInvocation implements InvocationResource {
 		};
 	}
 
-	async #report(): Promise<void> {
-		if (this.#reported) return;
+	#report(): Promise<void> | undefined {
+		if (this.#reported) return undefined;
 		this.#reported = true;
-		if (!this.#options.logStats && !this.#options.onStats) return;
+		if (!this.#options.logStats && !this.#options.onStats) return undefined;
+		return this.#reportNow();
+	}
+
+	async #reportNow(): Promise<void> {
 		const stats = this.stats();
 		if (this.#options.logStats) {
 			this.#logger.info(`${packageName}: invocation stats`, {

@@ -10,11 +10,14 @@ type DispatchOptions = Dispatcher.DispatchOptions;
 export class RequestTracker {
 	readonly #open = new Set<TrackedRequest>();
 	readonly #stats: HttpPoolStats;
+	/** The invocation, told before a request is sent (see Invocation.inUse). */
+	readonly #invocation: { inUse(): void };
 	/** Why new requests are refused, once the invocation has ended. */
 	#closedBecause: (() => Error) | undefined;
 
-	constructor(stats: HttpPoolStats) {
+	constructor(stats: HttpPoolStats, invocation: { inUse(): void }) {
 		this.#stats = stats;
+		this.#invocation = invocation;
 	}
 
 	get size(): number {
@@ -30,6 +33,7 @@ export class RequestTracker {
 
 	track(handler: DispatchHandler, opts: DispatchOptions): TrackedRequest {
 		if (this.#closedBecause) throw this.#closedBecause();
+		this.#invocation.inUse();
 		const tracked = new TrackedRequest(handler, opts, this);
 		this.#open.add(tracked);
 		return tracked;

@@ -130,6 +130,8 @@ export class Invocation implements MiddyRequestObserver {
 	/** How long the tasks were given, for the deadline's error message. */
 	#tasksWaitMs = 0;
 	#inErrorPhase = false;
+	/** Middy's request is observed (middy-request.ts) from the first use of anything of the invocation on. */
+	#observing = false;
 	/** Middy's TimeoutError, from the moment Middy raised it. */
 	#timeout: unknown;
 	/** Decided once, when teardown begins (see the top of this file). */
@@ -150,7 +152,21 @@ export class Invocation implements MiddyRequestObserver {
 		this.#logger = options.logger;
 		this.#waitUntilTimeout = options.waitUntilTimeout;
 		this.#waitUntilReserve = options.waitUntilReserve;
-		observeMiddyRequest(request, this);
+	}
+
+	/**
+	 * Something of the invocation is about to be used (a connection opened, a request sent, a task handed over),
+	 * or a middleware wants to hear about every path (its stats): from now on Middy's control flow is observed.
+	 * Until then nothing can be left open, and an invocation that uses nothing does not pay for the observation
+	 * (accessors defined on the request: most of what an untouched middleware costs).
+	 */
+	inUse(): void {
+		if (this.#observing) return;
+		this.#observing = true;
+		const error = this.#request.error;
+		observeMiddyRequest(this.#request, this);
+		// First used in the onError chain: Middy's first assignment of request.error has already happened.
+		if (error !== undefined && error !== null) this.errorPhase(error);
 	}
 
 	/**
@@ -184,6 +200,7 @@ export class Invocation implements MiddyRequestObserver {
 
 	/** `context.waitUntil`: bound, so that it can be handed around. */
 	readonly waitUntil: WaitUntil = (task) => {
+		this.inUse();
 		const tasks = this.#backgroundTasks();
 		if (this.#phase === "ended") tasks.refuse(taskAfterEnd);
 		tasks.waitUntil(task);
@@ -263,6 +280,11 @@ export class Invocation implements MiddyRequestObserver {
 	#endFromMiddleware(entry: Entry): Promise<void> | undefined {
 		if (entry.state === "closed") return undefined;
 		if (entry.closing) return entry.closing;
+		// Unobserved (nothing was used): Middy's error, if any, is read from the request now.
+		if (!this.#observing && !this.#inErrorPhase) {
+			const error = this.#request.error;
+			if (error !== undefined && error !== null) this.errorPhase(error);
+		}
 		const kind: EndKind = this.#timeout ? "timeout" : this.#inErrorPhase ? "error" : "success";
 		if (this.#deferToBody(kind)) return undefined;
 		if (this.#phase === "open") {

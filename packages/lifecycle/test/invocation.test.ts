@@ -116,6 +116,9 @@ const lifecycleKit = (options: Partial<InvocationOptions> = {}) => {
 					invocations.push(invocation);
 					waitUntils.push(invocation.waitUntil);
 				}
+				// In use from `before` on (as a middleware that reports stats on every path is): Middy's control
+				// flow is observed from here. (An untouched invocation is observed lazily: see the last describe.)
+				invocation.inUse();
 				const fake = new FakeResource(name, log);
 				const owner = (request.event as TestEvent).id;
 				const ended = () => {
@@ -991,5 +994,92 @@ describe("9. concurrent invocations in one process (Lambda Managed Instances)", 
 			expect(own.find(({ name }) => name === "a")?.usedBy).toEqual(path === "early" ? [] : [`handler ${id}`]);
 		}
 		expect(kit.logger.error).not.toHaveBeenCalled();
+	});
+});
+
+describe("an invocation that uses nothing is not observed (it has nothing to leave open)", () => {
+	const register = (request: Request, log: string[]) => {
+		const invocation = Invocation.of(request, {
+			logger: { info() {}, warn() {}, error() {} },
+			waitUntilTimeout: 1_000,
+			waitUntilReserve: 0,
+		});
+		(request.context as unknown as { waitUntil: WaitUntil }).waitUntil = invocation.waitUntil;
+		return invocation.register({
+			name: "lazy",
+			busy: () => false,
+			interrupt: () => log.push("interrupt"),
+			close: () => {
+				log.push("close");
+			},
+			destroy: () => log.push("destroy"),
+		});
+	};
+
+	it("leaves request.response and request.error plain data properties while nothing is used", async () => {
+		const seen: PropertyDescriptor[] = [];
+		const log: string[] = [];
+		const handler = middy(async () => "ok").use({
+			before: (request) => {
+				(request.internal as { handle?: unknown }).handle = register(request, log);
+			},
+			after: (request) => {
+				seen.push(Object.getOwnPropertyDescriptor(request, "response") as PropertyDescriptor);
+				return (request.internal as { handle: { end(): Promise<void> | undefined } }).handle.end();
+			},
+		});
+		expect(await handler({}, lambdaContext())).toBe("ok");
+		expect(seen[0]).toHaveProperty("value", "ok");
+		expect(log).toEqual(["close"]);
+	});
+
+	it("observes from the first use on: a task handed over in a before is awaited before an early response returns", async () => {
+		const log: string[] = [];
+		const handler = middy(async () => "handler")
+			.use({
+				before: (request) => {
+					register(request, log);
+				},
+			})
+			.use({
+				before: (request) => {
+					(request.context as unknown as { waitUntil: WaitUntil }).waitUntil(
+						tick().then(() => {
+							log.push("task done");
+						}),
+					);
+					return "early";
+				},
+			});
+		expect(await handler({}, lambdaContext())).toBe("early");
+		expect(log).toEqual(["task done", "close"]);
+	});
+
+	it("sees Middy's error when the invocation was not observed: onError ends it as a failure", async () => {
+		const ends: string[] = [];
+		const handler = middy(async () => {
+			throw new Error("handler failed");
+		}).use({
+			before: (request) => {
+				const invocation = Invocation.of(request, {
+					logger: { info() {}, warn() {}, error() {} },
+					waitUntilTimeout: 1_000,
+					waitUntilReserve: 0,
+				});
+				(request.internal as { handle?: unknown }).handle = invocation.register({
+					name: "lazy",
+					busy: () => false,
+					interrupt: () => {},
+					close: (end) => {
+						ends.push(end.kind);
+					},
+					destroy: () => {},
+				});
+			},
+			onError: (request) =>
+				(request.internal as { handle: { end(): Promise<void> | undefined } }).handle.end(),
+		});
+		await expect(handler({}, lambdaContext())).rejects.toThrow("handler failed");
+		expect(ends).toEqual(["error"]);
 	});
 });

@@ -84,6 +84,7 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 		poolKey: undefined,
 	};
 
+	const reportsStats = Boolean(settings.onStats || settings.logStats);
 	const invocationOptions = {
 		logger,
 		waitUntilTimeout: settings.waitUntilTimeout,
@@ -99,8 +100,10 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 	// invocation closes it. No I/O: the connection is opened by the first statement.
 	const mysqlConnectionMiddlewareBefore = (request: Request): void => {
 		const invocation = Invocation.of(request, invocationOptions);
-		const connection = new InvocationConnection(shared, request);
+		const connection = new InvocationConnection(shared, invocation, request);
 		(request as WithSlot)[slot] = invocation.register(connection);
+		// Stats are reported on every path, an early response included, even when the connection was not used.
+		if (reportsStats) invocation.inUse();
 		const context = request.context as unknown as Record<string, unknown>;
 		context[contextKey] = connection.db;
 		context.waitUntil = invocation.waitUntil;

@@ -10,6 +10,7 @@
 // run at once in one process, and each must get its own connection.
 import type { Request } from "@middy/core";
 import {
+	type Invocation,
 	type InvocationEnd,
 	type InvocationResource,
 	MiddyConnError,
@@ -49,6 +50,7 @@ export interface InvocationDb {
 export class InvocationConnection implements InvocationResource {
 	readonly name = pkg;
 	readonly #shared: Shared;
+	readonly #invocation: Invocation;
 	readonly #request: Request;
 	readonly #stats: MysqlConnectionStats;
 	/** Open for statements until teardown closes it. */
@@ -74,8 +76,9 @@ export class InvocationConnection implements InvocationResource {
 	/** `context.db`. */
 	readonly db: InvocationDb;
 
-	constructor(shared: Shared, request: Request) {
+	constructor(shared: Shared, invocation: Invocation, request: Request) {
 		this.#shared = shared;
+		this.#invocation = invocation;
 		this.#request = request;
 		this.#stats = newStats(shared.settings.mode);
 		this.db = {
@@ -151,6 +154,7 @@ export class InvocationConnection implements InvocationResource {
 	}
 
 	#acquire(): Promise<Lease> {
+		this.#invocation.inUse();
 		this.#abort = new AbortController();
 		const context: AcquireContext = {
 			shared: this.#shared,
