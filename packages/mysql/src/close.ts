@@ -76,6 +76,11 @@ export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<
 			throw commitError(error, target, secrets, known);
 		}
 		stats.transaction = "committed";
+	} else if (end.kind === "early-response" && managed && stats.queries > 0) {
+		// Not silent: what the transaction holds (background tasks' writes included) is discarded.
+		logger.warn(
+			`@middy-conn/mysql: a middleware answered early; the invocation's transaction (${stats.queries} statement(s)) was rolled back`,
+		);
 	} else if (end.kind === "success" && closing.transactionOpen && !managed) {
 		logger.warn(
 			"@middy-conn/mysql: a transaction begun with beginTransaction() was still open when the invocation ended; it was rolled back",
