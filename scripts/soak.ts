@@ -1,16 +1,23 @@
-// `pnpm soak [--invocations N] [--seed S]`: the reliability soak (issue 7). The examples' functions run in
-// Lambda-like execution environments (child processes, frozen between invocations) against a throwaway MySQL and
-// two partner HTTPS APIs on loopback, while a seeded mix of faults is injected: handlers and `after`s that throw,
-// early responses after the DB and HTTP were used, Middy's early timeout during a query and during an HTTP request,
-// KILLed connections, DB restarts, partners that reset connections, close idle sockets or stall bodies, freezes
-// longer than the keep-alive, malformed events. Every invariant is checked as it runs and reckoned at the end.
+// `pnpm soak [--invocations N] [--seed S]`: the reliability soak (issue 7). The examples' functions, and three of
+// the soak's own (a response-streaming one, one with a managed transaction and a timeoutEarlyResponse that answers,
+// and that one again in a Managed Instances environment that runs several invocations at once), run in Lambda-like
+// execution environments (child processes, frozen between invocations) against a throwaway MySQL and four partner
+// HTTPS APIs on loopback, while a seeded mix of faults is injected: handlers and `after`s that throw, early
+// responses after the DB and HTTP were used or with a DB write handed to waitUntil, Middy's early timeout during a
+// query and during an HTTP request, a timeoutEarlyResponse that answers mid-transaction, KILLed connections, DB
+// restarts (with every environment frozen, and while invocations run: gracefully or by a crash), streamed bodies
+// from the DB and from a partner that break off midway or meet a slow or broken client, partners that reset
+// connections, close idle sockets or stall bodies, freezes longer than the keep-alive, malformed events. Every
+// invariant is checked as it runs and reckoned at the end.
 //
-// It prints a table of the faults against their outcomes, the invariants as figures, and ends with the line
-// `N invocations, F faults, L leaks, X lost, D duplicated`. It exits 0 only when nothing leaked, nothing was lost,
-// nothing was duplicated, and every failure was a clear one that its fault explains.
+// It prints a table of the faults against their outcomes, the invariants as figures (among them how many
+// statements of timed-out invocations were still running on the server a second after the invocation returned),
+// and ends with the line `N invocations, F faults, L leaks, X lost, D duplicated`. It exits 0 only when nothing
+// leaked, nothing was lost, nothing was duplicated, no timed-out statement was left running, and every failure was
+// a clear one that its fault explains.
 //
 // See docs/reliability.md.
-import { faultTable, lastLine } from "./soak/report.ts";
+import { faultTable, lastLine, violationGroups } from "./soak/report.ts";
 import { runSoak } from "./soak/run.ts";
 import type { Cleanup } from "./soak/world.ts";
 
@@ -66,12 +73,20 @@ try {
 		"Faults and outcomes (an invocation may also carry background tasks or SQS records: delivered / reported failed)",
 	);
 	for (const line of faultTable(ledger)) console.log(line);
+	if (failed) {
+		console.log("");
+		console.log("Violations, by kind, fault and function");
+		for (const line of violationGroups(ledger)) console.log(`  - ${line}`);
+	}
 	console.log("");
 	console.log("Invariants");
 	for (const figure of figures) console.log(`  - ${figure}`);
 	const unexpected = ledger.count("unexpected");
 	console.log(
 		`  - failures: every one a clear error its fault explains${unexpected === 0 ? "" : ` — except ${unexpected} (listed above)`}`,
+	);
+	console.log(
+		`  - statements of timed-out invocations still running on the server 1 s after the invocation returned: ${ledger.count("running")}`,
 	);
 	console.log(
 		`  - ${elapsed()} s, seed ${options.seed} (\`pnpm soak --invocations ${options.invocations} --seed ${options.seed}\` replays this plan)`,

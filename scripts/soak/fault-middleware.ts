@@ -6,9 +6,13 @@
 //   snapshot) and HTTP (a response body left unread, a background POST that is not idempotent), then answers
 //   early. Middy then skips every `after`.
 // - after-throws: its `after` throws once the handler has succeeded.
+// - early-background: its `before` hands a write of a marker row (soak_marks) to context.waitUntil, and answers
+//   early at once: the write must land before the invocation returns.
 // - timeout-query, kill-query: the handler's first statement is preceded by a `SELECT SLEEP(n)` on the same
 //   connection, inside the handler, so that Middy's early timeout fires (or the soak KILLs the connection) while a
 //   query runs.
+// - every invocation: each statement of context.db is prefixed with the invocation's tag (`/* soak:<token> */`),
+//   so that the soak finds them in the server's processlist (a timed-out invocation's statement still running).
 // - the state probe: reads what the connection carries (user variable, open transaction, snapshot) and answers
 //   early with it.
 //
@@ -18,7 +22,14 @@ import type { MiddlewareObj, Request } from "@middy/core";
 import type { HttpPoolContext } from "@middy-conn/http-pool";
 import type { InvocationDb } from "@middy-conn/mysql";
 import type { RowDataPacket } from "mysql2";
-import { type Directive, type FunctionName, markerName, type StateProbe, sleepMarker } from "./directive.ts";
+import {
+	type Directive,
+	type FunctionName,
+	markerName,
+	type StateProbe,
+	sleepMarker,
+	statementTag,
+} from "./directive.ts";
 
 /** The error the soak's own `after` throws: named, so that the soak knows it when it comes back. */
 export class SoakFault extends Error {
@@ -97,6 +108,13 @@ const earlyResponse = (functionName: FunctionName, event: unknown) => {
 				headers: { "content-type": "application/json" },
 				body: JSON.stringify({ message: "accepted early, not processed" }),
 			};
+		case "export-stream":
+			// Streaming mode: Middy writes an HTTP response's string body to the response stream.
+			return {
+				statusCode: 202,
+				headers: { "content-type": "application/json" },
+				body: JSON.stringify({ message: "accepted early, not exported" }),
+			};
 		case "webhook-relay": {
 			// Nothing was relayed: every record goes back to the queue.
 			const records = (event as { Records?: Array<{ messageId: string }> }).Records ?? [];
@@ -104,6 +122,54 @@ const earlyResponse = (functionName: FunctionName, event: unknown) => {
 		}
 		default:
 			return { early: true };
+	}
+};
+
+/** Prefixes every statement of context.db with the invocation's tag (a SQL comment). */
+const tagStatements = (context: SoakContext, token: string) => {
+	const db = context.db;
+	if (!db) return;
+	const tag = statementTag(token);
+	const tagged = (sql: unknown): unknown => {
+		if (typeof sql === "string") return `${tag} ${sql}`;
+		const options = sql as { sql?: unknown } | null;
+		if (options && typeof options === "object" && typeof options.sql === "string") {
+			return { ...options, sql: `${tag} ${options.sql}` };
+		}
+		return sql;
+	};
+	context.db = {
+		...db,
+		query: ((sql: unknown, values?: unknown) =>
+			db.query(tagged(sql) as string, values as never)) as InvocationDb["query"],
+		execute: ((sql: unknown, values?: unknown) =>
+			db.execute(tagged(sql) as string, values as never)) as InvocationDb["execute"],
+	};
+};
+
+/**
+ * early-background: a marker row written in the background (context.waitUntil), and an early answer at once. The
+ * write must land before the invocation returns (or be reported failed): the soak counts the marker rows.
+ */
+const backgroundWrite = async (context: SoakContext, directive: Directive, functionName: FunctionName) => {
+	const { db, waitUntil } = context;
+	if (!db || !waitUntil) return;
+	const insert = () =>
+		db.query("INSERT INTO soak_marks (token, fn) VALUES (?, ?)", [directive.token, functionName]);
+	switch (directive.background) {
+		case "function":
+			// The connection opens during teardown, after the early response began.
+			waitUntil(async function soakMarker() {
+				await new Promise((resolve) => setTimeout(resolve, 5));
+				await insert();
+			});
+			return;
+		case "after-select":
+			await db.query("SELECT 1 AS warm");
+			waitUntil(insert());
+			return;
+		default:
+			waitUntil(insert());
 	}
 };
 
@@ -151,11 +217,15 @@ export const faultMiddleware = (options: FaultMiddlewareOptions): MiddlewareObj 
 		const directive = options.directiveOf(request);
 		const context = request.context as unknown as SoakContext;
 		if (!directive) return undefined;
+		tagStatements(context, directive.token);
 		if (directive.probe === "state" && context.db) return { probe: await probeState(context.db) };
 		switch (directive.fault) {
 			case "early-response":
 				if (context.db) await useDatabase(options.functionName, context.db, directive.token);
 				await useHttp(context, directive.token, options);
+				return earlyResponse(options.functionName, request.event);
+			case "early-background":
+				await backgroundWrite(context, directive, options.functionName);
 				return earlyResponse(options.functionName, request.event);
 			case "timeout-query":
 			case "kill-query":

@@ -12,14 +12,23 @@
 //   knows which invocation reported what (a failed background task, a server error).
 // - The event arrives in an envelope: `{ soak: directive, event }`. The example gets the event; the fault
 //   middleware gets the directive.
+// - The soak's own functions (functions/lambda/) are loaded the same way. export-stream is a streaming function:
+//   this handler invokes it as the Lambda runtime does (the test harness's invokeStreaming: a response stream, the
+//   `awslambda` stand-in) and answers with what the client received: its size and SHA-256, the prelude, and how
+//   the invocation ended.
+// - In a Managed Instances environment (SOAK_CONCURRENT=1) several invocations run at once: a log line carries the
+//   request id of the invocation whose async context wrote it.
 
+import { AsyncLocalStorage } from "node:async_hooks";
+import { createHash } from "node:crypto";
 import { format } from "node:util";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { Request } from "@middy/core";
 import { httpPool } from "@middy-conn/http-pool";
 import type { Context } from "aws-lambda";
-import type { Directive, Envelope, FunctionName, MemoryProbe } from "./directive.ts";
+import { invokeStreaming } from "../../packages/test-harness/src/lambda-streaming.ts";
+import type { Directive, Envelope, FunctionName, MemoryProbe, StreamedAnswer } from "./directive.ts";
 import { faultMiddleware } from "./fault-middleware.ts";
 
 type ExampleHandler = ((event: unknown, context: Context) => Promise<unknown>) & {
@@ -28,8 +37,12 @@ type ExampleHandler = ((event: unknown, context: Context) => Promise<unknown>) &
 
 const functionName = process.env.SOAK_FUNCTION as FunctionName;
 
-/** The request id of the invocation running now: this environment runs one at a time, as Lambda does. */
+/** The request id of the invocation running now: a standard environment runs one at a time, as Lambda does. */
 let currentRequestId: string | undefined;
+/** Managed Instances: the request id of the invocation whose async context is running. */
+const concurrent = process.env.SOAK_CONCURRENT === "1";
+const requestIds = new AsyncLocalStorage<string>();
+const requestIdNow = () => (concurrent ? (requestIds.getStore() ?? currentRequestId) : currentRequestId);
 
 // Lambda's JSON log format: one line per call, never split, with the request id it was written for.
 for (const level of ["log", "info", "warn", "error", "debug"] as const) {
@@ -39,7 +52,7 @@ for (const level of ["log", "info", "warn", "error", "debug"] as const) {
 			`${JSON.stringify({
 				timestamp: new Date().toISOString(),
 				level: name,
-				requestId: currentRequestId,
+				requestId: requestIdNow(),
 				message: format(...args),
 			})}\n`,
 		);
@@ -56,6 +69,11 @@ const loadExample = async (): Promise<ExampleHandler> => {
 			return (await import("../../examples/read-after-write/handler.ts")).reader as unknown as ExampleHandler;
 		case "webhook-relay":
 			return (await import("../../examples/webhook-relay/handler.ts")).handler as unknown as ExampleHandler;
+		case "export-stream":
+			return (await import("./functions/lambda/export-stream.ts")).exportStream as unknown as ExampleHandler;
+		case "ledger-batch":
+		case "batch-lmi":
+			return (await import("./functions/lambda/ledger-batch.ts")).ledgerBatch as unknown as ExampleHandler;
 		default:
 			throw new Error(`SOAK_FUNCTION must be one of the examples' functions, not ${functionName}`);
 	}
@@ -108,10 +126,40 @@ const memory = (): MemoryProbe => {
 	};
 };
 
+const errorOf = (error: unknown): StreamedAnswer["error"] => {
+	if (error === undefined) return undefined;
+	const fields = error as { name?: unknown; message?: unknown; code?: unknown } | null;
+	return {
+		name: typeof fields?.name === "string" ? fields.name : "Error",
+		message: typeof fields?.message === "string" ? fields.message : String(error),
+		...(typeof fields?.code === "string" ? { code: fields.code } : {}),
+	};
+};
+
+/** A streaming function, invoked as the Lambda runtime does: what its client received, and how it ended. */
+const invokeStreamed = async (event: unknown, context: Context, directive: Directive | undefined) => {
+	const streamed = await invokeStreaming(example, event, context, directive?.stream ?? {});
+	const answer: StreamedAnswer = {
+		status: streamed.settled.status,
+		...(typeof streamed.prelude?.statusCode === "number" ? { statusCode: streamed.prelude.statusCode } : {}),
+		bytes: streamed.body.length,
+		sha256: createHash("sha256").update(streamed.body).digest("hex"),
+		head: streamed.body.subarray(0, 200).toString("utf8"),
+		finished: streamed.finished,
+		error: errorOf(streamed.settled.status === "rejected" ? streamed.settled.reason : undefined),
+		streamError: errorOf(streamed.streamError),
+	};
+	return { streamed: answer };
+};
+
+const streaming = functionName === "export-stream";
+
 export const handler = async (envelope: Envelope, context: Context): Promise<unknown> => {
 	currentRequestId = context.awsRequestId;
 	const directive = envelope?.soak;
 	if (directive?.probe === "memory") return memory();
 	if (directive) directives.set(context, directive);
-	return example(envelope?.event, context);
+	return requestIds.run(context.awsRequestId, () =>
+		streaming ? invokeStreamed(envelope?.event, context, directive) : example(envelope?.event, context),
+	);
 };

@@ -1,6 +1,6 @@
 // What the soak counts: every invocation's outcome, per fault, and every invariant that did not hold.
 //
-// Violations are of four kinds, and the last line of the report counts the first three:
+// Violations are of five kinds, and the last line of the report counts the first three:
 // - leak: something outlived its invocation or escaped it: a DB connection above the scoped baseline or the pool's
 //   limit, an HTTP socket above `connections`, a transaction, snapshot or session variable seen by a later
 //   invocation, a rolled-back write made visible, memory or handles that keep growing, a secret in an error, a
@@ -9,13 +9,16 @@
 //   failed;
 // - duplicated: a POST the partner processed twice, an order written twice;
 // - unexpected: a failure that did not reach the caller as a clear error, or an outcome the fault cannot explain
-//   (an invocation that should have been unaffected failed, a crash, a Lambda timeout).
+//   (an invocation that should have been unaffected failed, a crash, a Lambda timeout);
+// - running: a statement of a timed-out invocation still running on the server a second after the invocation
+//   returned (Middy's timeout must stop it: it holds its transaction's locks until it ends).
 import type { InvocationOutcome } from "../../packages/test-harness/src/execution-environment.ts";
 import type { FaultKind, FunctionName } from "./directive.ts";
 
-export type ViolationKind = "leak" | "lost" | "duplicated" | "unexpected";
+export type ViolationKind = "leak" | "lost" | "duplicated" | "unexpected" | "running";
 
-/** A row of the report: a fault, ordinary traffic, or the probes. */
+/** A row of the report: a fault, ordinary traffic, or the probes. (db-restart and db-restart-live are rows of
+ * invocations a restart overlapped.) */
 export type Row = FaultKind | "none" | "probe";
 
 export type InvocationResult = "succeeded" | "answered 4xx" | "clear error" | "unclear";
@@ -34,6 +37,8 @@ export interface RowCounts {
 	lost: number;
 	duplicated: number;
 	unexpected: number;
+	/** Statements of timed-out invocations still running on the server after the grace. */
+	running: number;
 }
 
 export interface Violation {
@@ -55,6 +60,7 @@ const emptyRow = (): RowCounts => ({
 	lost: 0,
 	duplicated: 0,
 	unexpected: 0,
+	running: 0,
 });
 
 /** At most this many violations are printed as they happen; all are counted. */
@@ -125,9 +131,14 @@ const UNCLEAR_MESSAGE =
 const STACK_TRACE = /\n\s+at\s|\bat\s+\S+\s+\(.*:\d+:\d+\)/;
 
 /** A function error (not an HTTP response) is clear when it is named, says something, and is not a bug's. */
-export const isClearError = (outcome: InvocationOutcome): boolean => {
-	const error = outcome.error;
-	if (outcome.errorType !== "Handler" || !error) return false;
+export const isClearError = (outcome: InvocationOutcome): boolean =>
+	outcome.errorType === "Handler" && isClearErrorValue(outcome.error);
+
+/** An error (as it crossed the process boundary) that is named or has a code, and says something. */
+export const isClearErrorValue = (
+	error: { name: string; message: string; code?: string | undefined } | undefined,
+): boolean => {
+	if (!error) return false;
 	const named = CLEAR_ERROR_NAMES.has(error.name) || typeof error.code === "string";
 	return named && error.message.length >= 10 && !UNCLEAR_MESSAGE.test(error.message);
 };

@@ -6,7 +6,9 @@ const ROW_LABELS: Record<Row, string> = {
 	none: "no fault (ordinary traffic)",
 	probe: "probes (state, memory)",
 	...FAULTS,
-	"db-restart": "the DB server restarts (first invocations after)",
+	"db-restart": "the DB server restarts, every environment frozen (first invocations after)",
+	"db-restart-live":
+		"the DB server restarts while invocations run (those it overlapped, and the first after)",
 };
 
 const COLUMNS: Array<[string, (counts: RowCounts) => number]> = [
@@ -20,6 +22,7 @@ const COLUMNS: Array<[string, (counts: RowCounts) => number]> = [
 	["lost", (c) => c.lost],
 	["dup", (c) => c.duplicated],
 	["unexpected", (c) => c.unexpected],
+	["running > 1 s", (c) => c.running],
 ];
 
 /** The table of faults against outcomes, as lines (Markdown, so that docs/reliability.md can hold it as is). */
@@ -48,3 +51,18 @@ export const faultTable = (ledger: Ledger): string[] => {
 /** The last line, exactly as the issue asks for it. */
 export const lastLine = (ledger: Ledger): string =>
 	`${ledger.invocations} invocations, ${ledger.faults} faults, ${ledger.count("leak")} leaks, ${ledger.count("lost")} lost, ${ledger.count("duplicated")} duplicated`;
+
+/**
+ * Every violation, grouped by kind, row and function: how many, and the first one's message (the run prints only
+ * the first violations as they happen).
+ */
+export const violationGroups = (ledger: Ledger): string[] => {
+	const groups = new Map<string, { count: number; first: string }>();
+	for (const violation of ledger.violations) {
+		const key = `${violation.kind} · ${ROW_LABELS[violation.row]} · ${violation.fn}`;
+		const group = groups.get(key);
+		if (group) group.count++;
+		else groups.set(key, { count: 1, first: violation.message });
+	}
+	return [...groups].map(([key, { count, first }]) => `${count} × ${key}: first: ${first}`);
+};

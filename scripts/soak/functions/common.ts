@@ -8,15 +8,15 @@
 // are asked what really happened to each, and that is compared with what the callers were told.
 import type { RowDataPacket } from "mysql2/promise";
 import type { InvocationOutcome } from "../../../packages/test-harness/src/execution-environment.ts";
-import type { MysqlAdmin, TestDatabase } from "../../../packages/test-harness/src/mysql-admin.ts";
 import {
 	AUDIT_PATH,
 	type PartnerApi,
 	type PartnerPath,
 } from "../../../packages/test-harness/src/partner-api.ts";
-import type { Directive, FaultKind, FunctionName } from "../directive.ts";
+import { type Directive, type FaultKind, type FunctionName, statementTag } from "../directive.ts";
 import { type InvocationResult, isClearError, type Ledger, type Row } from "../invariants.ts";
 import type { Step } from "../plan.ts";
+import type { SoakAdmin, SoakPartners, SoakUsers } from "../world.ts";
 
 /** The soak's clock: Lambda's and the partners' durations, scaled so that faults cost milliseconds. */
 export const SETTINGS = {
@@ -32,9 +32,12 @@ export const SETTINGS = {
 	relayConcurrency: 3,
 	/** read-after-write/handler.ts: the reader's pool, connectionLimit: 2. */
 	readerPoolLimit: 2,
-	/** timeout-query: the function's timeout, and the statement that outlasts it. */
+	/**
+	 * timeout-query: the function's timeout, and the statement that outlasts it, by more than the second after
+	 * which a timed-out invocation's statement still running on the server counts against the run.
+	 */
 	queryTimeoutMs: 300,
-	querySleepSeconds: 0.6,
+	querySleepSeconds: 2,
 	/** kill-query: the statement the soak KILLs the connection under. */
 	killSleepSeconds: 3,
 	/** timeout-http, orders-api: the webhook outlasts the waitUntil deadline (timeout minus the 500 ms reserve). */
@@ -43,6 +46,18 @@ export const SETTINGS = {
 	/** timeout-http, webhook-relay: the relay starts records with ≥ 2 s left; one record's answer never comes in time. */
 	relayTimeoutMs: 2600,
 	relaySlowMs: 6000,
+	/** After a timeout, how long the statements of the invocation may still run on the server. */
+	statementGraceMs: 1000,
+	/** timeout-answers (ledger-batch, batch-lmi): the function's timeout, and how long the handler is held up. */
+	batchTimeoutMs: 900,
+	batchPauseMs: 2500,
+	/** ledger-batch and batch-lmi: httpPool({ connections: 2 }) each, on one partner. */
+	batchConnections: 2,
+	/** batch-lmi: the Managed Instances environment's concurrency, and its pool's connectionLimit. */
+	lmiMaxConcurrency: 8,
+	lmiPoolLimit: 3,
+	/** export-stream: httpPool({ connections: 2 }). */
+	exportConnections: 2,
 } as const;
 
 /** Accounts the writer appends to and the reader reads; each starts with one entry, so none is ever unknown. */
@@ -77,23 +92,34 @@ export const reportedInLog = (logs: LogBook, requestId: string) =>
 
 export interface SoakContext {
 	ledger: Ledger;
-	/** The admin connection (a new one after each restart of the server). */
-	admin(): MysqlAdmin;
-	users: { orders: TestDatabase; writer: TestDatabase; reader: TestDatabase };
-	partners: { orders: PartnerApi; relay: PartnerApi };
+	/** The admin connection (it waits for a restart of the server to be over). */
+	admin(): SoakAdmin;
+	users: SoakUsers;
+	partners: SoakPartners;
 	logs: LogBook;
+	/** Timed-out invocations' statements: checked, gone within the grace, still running after it. */
+	statements: { checked: number; ended: number; running: number };
+	/** early-background's marker rows: landed once, reported failed, checked. */
+	marks: { landed: number; reported: number; checked: number };
 }
 
 /** One step as it runs. */
 export interface StepRun {
 	step: Step;
+	/**
+	 * The report's row. Read it after the invocation: a step that a DB restart overlapped is counted in that row
+	 * (unless it carries a fault of its own).
+	 */
 	row: Row;
 	/** Unique per step. */
 	token: string;
 	requestId: string;
 	/** The step's own random numbers. */
 	next: () => number;
-	/** The first invocation of this function after a DB restart: a clear error is an acceptable outcome. */
+	/**
+	 * A DB restart ran while this invocation did, or this is the function's first invocation after one: a clear
+	 * error is an acceptable outcome. Read it after the invocation.
+	 */
 	afterRestart: boolean;
 }
 
@@ -114,6 +140,8 @@ export interface Prepared {
 export interface Driver {
 	readonly fn: FunctionName;
 	prepare(run: StepRun): Promise<Prepared>;
+	/** batch-lmi: after every invocation of a burst was checked (the environment is idle again). */
+	afterBurst?(runs: StepRun[]): Promise<void>;
 	/** After the run: what the database and the partner say happened, against what the callers were told. */
 	reconcile(): Promise<void>;
 	/** Figures for the report. */
@@ -132,7 +160,11 @@ export const classifyFunctionError = (outcome: InvocationOutcome): InvocationRes
 
 /** Whether a fault is expected to fail the invocation (and fails it with a clear error). */
 export const failureExpected = (fault: FaultKind | undefined) =>
-	fault !== undefined && !TRANSPARENT.has(fault) && fault !== "early-response";
+	fault !== undefined &&
+	!TRANSPARENT.has(fault) &&
+	fault !== "early-response" &&
+	fault !== "early-background" &&
+	fault !== "concurrent";
 
 /**
  * The default expectation: transparent faults and ordinary steps succeed; other faults may fail clearly (a fault
@@ -249,6 +281,7 @@ export const directiveOf = (run: StepRun, sleepSeconds?: number): Directive => (
 	...(run.step.fault ? { fault: run.step.fault } : {}),
 	...(run.step.probe ? { probe: run.step.probe } : {}),
 	...(sleepSeconds === undefined ? {} : { sleepSeconds }),
+	...(run.step.fault === "early-background" ? { background: backgroundVariant(run) } : {}),
 });
 
 /** Sleep and timeout of the query faults, for the functions that use the database. */
@@ -353,3 +386,99 @@ export const reconcileTasks = (
 		}
 	}
 };
+
+/**
+ * After a timeout: the invocation's statements (found by their tag) still running on the server. Polls until none
+ * is left, at most `SETTINGS.statementGraceMs` after the invocation returned; what still runs then is counted,
+ * and fails the run (Middy's timeout must stop the statement, not leave it running with its locks).
+ */
+export const checkStatementsEnded = async (
+	context: SoakContext,
+	run: StepRun,
+	fn: FunctionName,
+	returnedAt: number,
+): Promise<void> => {
+	const tag = statementTag(run.token);
+	const deadline = returnedAt + SETTINGS.statementGraceMs;
+	context.statements.checked++;
+	for (;;) {
+		const running = (await context.admin().processlist()).filter(
+			(process) => process.command === "Query" && process.info?.includes(tag),
+		);
+		if (running.length === 0) {
+			context.statements.ended++;
+			return;
+		}
+		if (performance.now() >= deadline) {
+			context.statements.running += running.length;
+			// What the middleware said about it, if anything (its warning when the KILL could not be sent in time).
+			const said = context.logs
+				.messages(run.requestId)
+				.find((message) => /could not stop the statement/.test(message));
+			for (const process of running) {
+				context.ledger.violation(
+					"running",
+					run.row,
+					fn,
+					`statement of the timed-out invocation ${run.requestId} still running ${Math.round(performance.now() - returnedAt)} ms after it returned (session ${process.id}, ${process.time} s): ${String(process.info).slice(0, 100)}${said ? `; the middleware logged: ${said.slice(0, 240)}` : ""}`,
+				);
+			}
+			return;
+		}
+		await sleep(20);
+	}
+};
+
+/**
+ * early-background: the marker row the `before` handed to context.waitUntil landed once before the invocation
+ * returned (the process is frozen now: what has not landed will not), or its failure was reported.
+ */
+export const checkMarkerLanded = async (
+	context: SoakContext,
+	run: StepRun,
+	fn: FunctionName,
+	database: string,
+) => {
+	context.marks.checked++;
+	const rows = await context
+		.admin()
+		.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${database}\`.soak_marks WHERE token = ?`, [
+			run.token,
+		]);
+	const landed = Number(rows[0]?.n ?? 0);
+	if (landed === 1) {
+		context.marks.landed++;
+		context.ledger.task(run.row, "delivered");
+	} else if (landed > 1) {
+		context.ledger.violation(
+			"duplicated",
+			run.row,
+			fn,
+			`the background marker row ${run.token} landed ${landed} times`,
+		);
+	} else if (reportedInLog(context.logs, run.requestId)) {
+		context.marks.reported++;
+		context.ledger.task(run.row, "reported failed");
+		if (!run.afterRestart) {
+			context.ledger.violation(
+				"unexpected",
+				run.row,
+				fn,
+				`the background write of marker ${run.token} failed, and nothing explains it`,
+			);
+		}
+	} else {
+		context.ledger.violation(
+			"lost",
+			run.row,
+			fn,
+			`the marker row ${run.token}, written with context.waitUntil before an early response, is not in the database and no failure was reported`,
+		);
+	}
+};
+
+/** early-background: which task the `before` hands to waitUntil. */
+export const backgroundVariant = (run: StepRun): Directive["background"] =>
+	run.step.fault === "early-background"
+		? pick(run.next, ["promise", "function", "after-select"] as const)
+		: undefined;

@@ -16,6 +16,7 @@ import { classifyHttpAnswer } from "../invariants.ts";
 import {
 	type BackgroundTask,
 	backgroundTask,
+	checkMarkerLanded,
 	checkScopedBaseline,
 	checkSockets,
 	type Driver,
@@ -201,7 +202,7 @@ export const ordersApi = (context: SoakContext): Driver => {
 						} else if (status >= 400 && status < 500) expect = "absent";
 						else if (fault === "handler-throws" || fault === "timeout-query" || fault === "kill-query") {
 							expect = "absent";
-						} else if (fault === "early-response") expect = "absent";
+						} else if (fault === "early-response" || fault === "early-background") expect = "absent";
 						orders.push({ customerId, requestId: run.requestId, row: run.row, expect });
 						// Every order that exists now had its webhook delivered by now (the process is frozen), or reported.
 						if (expect !== "absent") {
@@ -219,7 +220,13 @@ export const ordersApi = (context: SoakContext): Driver => {
 							}
 						}
 					}
-					if (fault === "early-response") {
+					if (fault === "early-background") await checkMarkerLanded(context, run, "orders-api", database);
+					// The POST exists once the `before` got that far (a DB restart can fail it before): the early answer
+					// came back, or the partner saw the POST.
+					if (
+						fault === "early-response" &&
+						(status === 202 || partner.received(AUDIT_PATH).has(`early-${run.token}`))
+					) {
 						tasks.push(
 							backgroundTask(partner, {
 								label: `the early response's background POST early-${run.token}`,

@@ -11,6 +11,7 @@ import { type StateProbe, sleepMarker } from "../directive.ts";
 import type { Row } from "../invariants.ts";
 import {
 	ACCOUNTS,
+	checkMarkerLanded,
 	checkScopedBaseline,
 	classifyFunctionError,
 	type Driver,
@@ -84,7 +85,7 @@ export const ledgerWriter = (context: SoakContext, balances: Balances): Driver =
 				expected: (outcome, result) =>
 					fault === "malformed-event"
 						? outcome.error?.name === "InvalidEvent"
-						: fault === "early-response"
+						: fault === "early-response" || fault === "early-background"
 							? (outcome.result as { early?: boolean } | undefined)?.early === true
 							: defaultExpected(run, result),
 				async check(outcome) {
@@ -95,9 +96,16 @@ export const ledgerWriter = (context: SoakContext, balances: Balances): Driver =
 						const entry = (outcome.result as { entryId?: number } | undefined)?.entryId;
 						if (outcome.ok && entry !== undefined) balances.add(accountId, amountCents, true);
 						else if (outcome.error?.name === "SoakFault") balances.add(accountId, amountCents, true);
-						else if (!(fault && ["timeout-query", "kill-query", "early-response"].includes(fault))) {
+						else if (
+							!(
+								fault && ["timeout-query", "kill-query", "early-response", "early-background"].includes(fault)
+							)
+						) {
 							balances.add(accountId, amountCents, false);
 						}
+					}
+					if (fault === "early-background") {
+						await checkMarkerLanded(context, run, "ledger-writer", context.users.writer.database);
 					}
 					baselineChecks++;
 					if (await checkScopedBaseline(context, run, "ledger-writer", user)) baselineHeld++;

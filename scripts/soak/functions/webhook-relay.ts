@@ -101,7 +101,11 @@ export const webhookRelay = (context: SoakContext): Driver => {
 							});
 						}
 					}
-					if (fault === "early-response")
+					// The POST exists once the `before` got that far: the early answer came back, or the partner saw it.
+					if (
+						fault === "early-response" &&
+						(outcome.ok || partner.received(AUDIT_PATH).has(`early-${run.token}`))
+					)
 						audits.push(
 							backgroundTask(partner, {
 								label: `the early response's background POST early-${run.token}`,
