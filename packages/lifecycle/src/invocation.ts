@@ -269,10 +269,10 @@ export class Invocation implements MiddyRequestObserver {
 		if (!this.#entries.some((entry) => entry.state === "open")) return undefined;
 		const kind: EndKind = this.#timeout ? "timeout" : this.#inErrorPhase ? "error" : "early-response";
 		if (this.#deferToBody(kind)) return undefined;
-		return this.#closeAll(kind).then(
-			() => {},
-			() => {},
-		);
+		// An early response keeps the invocation's work (a COMMIT): if that fails, so does the invocation.
+		return this.#closeAll(kind).then((errors) => {
+			if (kind === "early-response" && errors.length > 0) throw errors[0];
+		});
 	}
 
 	// --- Teardown ---
@@ -477,8 +477,9 @@ export class Invocation implements MiddyRequestObserver {
 		} finally {
 			await this.#maybeFinished();
 		}
-		for (const closeError of errors) {
-			if (kind !== "success") this.#logger.warn("@middy-conn: cleanup failed", { error: closeError });
+		// An answer (success, early response) fails with its close errors; a failure keeps its own error.
+		if (kind === "error" || kind === "timeout") {
+			for (const closeError of errors) this.#logger.warn("@middy-conn: cleanup failed", { error: closeError });
 		}
 		return errors;
 	}

@@ -1,7 +1,8 @@
 // Close: the end of the invocation's hold on its connection, on every path.
 //
 // - A finished success with the `transaction` option: COMMIT, bounded by the time the invocation has left. A
-//   failed COMMIT fails the invocation.
+//   failed COMMIT fails the invocation. An early response is an answer too (a middleware chose it; what ran
+//   before it, background tasks included, ran to its end): it commits as well.
 // - Work not finished (Middy's timeout, or work still in flight when teardown began): never COMMIT. A busy
 //   connection is given up: destroyed, and its statement stopped on the server (cancel.ts).
 // - A dead connection: destroyed; there is nothing to talk to.
@@ -40,6 +41,7 @@ export interface Closing {
 export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<void> => {
 	const { lease, settings, logger, stats } = closing;
 	const managed = settings.transaction !== false && closing.transactionOpen;
+	const answered = end.kind === "success" || end.kind === "early-response";
 	if (closing.transactionOpen) stats.transaction = "rolled-back";
 	const { target, secrets } = lease.resolved;
 
@@ -47,21 +49,21 @@ export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<
 		closing.giveUp(end.kind === "timeout" ? "the invocation timed out" : "the connection died");
 		// The handler succeeded, but the connection died before the middleware could COMMIT: the server rolled
 		// the transaction back, and the invocation must not report a success whose writes are gone.
-		if (end.kind === "success" && managed) {
+		if (answered && managed) {
 			const cause = closing.lost ?? new Error("the connection was closed before COMMIT");
 			throw commitError(cause, target, secrets, true);
 		}
 		return;
 	}
 	// The handler did not finish: what it did is rolled back, and a success must not claim it was kept.
-	const refuseCommit = end.kind === "success" && managed && end.unfinished;
+	const refuseCommit = answered && managed && end.unfinished;
 	if (end.unfinished && closing.busy) {
 		closing.giveUp("work was still in flight when the invocation ended");
 		if (refuseCommit) throw unfinishedError(target);
 		return;
 	}
 	const context = closing.request.context as { getRemainingTimeInMillis?: () => number };
-	if (end.kind === "success" && managed && !refuseCommit) {
+	if (answered && managed && !refuseCommit) {
 		// COMMIT is the invocation's own work, bounded only by the time the invocation has left.
 		const commit = await settleWithin(
 			(closing.begin ?? Promise.resolve()).then(() => lease.connection.commit()),
@@ -76,12 +78,7 @@ export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<
 			throw commitError(error, target, secrets, known);
 		}
 		stats.transaction = "committed";
-	} else if (end.kind === "early-response" && managed && stats.queries > 0) {
-		// Not silent: what the transaction holds (background tasks' writes included) is discarded.
-		logger.warn(
-			`@middy-conn/mysql: a middleware answered early; the invocation's transaction (${stats.queries} statement(s)) was rolled back`,
-		);
-	} else if (end.kind === "success" && closing.transactionOpen && !managed) {
+	} else if (answered && closing.transactionOpen && !managed) {
 		logger.warn(
 			"@middy-conn/mysql: a transaction begun with beginTransaction() was still open when the invocation ended; it was rolled back",
 		);
