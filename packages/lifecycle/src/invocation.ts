@@ -479,7 +479,8 @@ export class Invocation implements MiddyRequestObserver {
 		}
 		// An answer (success, early response) fails with its close errors; a failure keeps its own error.
 		if (kind === "error" || kind === "timeout") {
-			for (const closeError of errors) this.#logger.warn("@middy-conn: cleanup failed", { error: closeError });
+			for (const closeError of errors)
+				this.#logger.warn("@middy-conn: cleanup failed", { error: closeError });
 		}
 		return errors;
 	}
