@@ -14,10 +14,13 @@
 // statements of timed-out invocations were still running on the server a second after the invocation returned),
 // and ends with the line `N invocations, F faults, L leaks, X lost, D duplicated`. It exits 0 only when nothing
 // leaked, nothing was lost, nothing was duplicated, no timed-out statement was left running, and every failure was
-// a clear one that its fault explains.
+// a clear one that its fault explains. Two documented outcomes are counted and reported on lines of their own, and
+// do not fail the run (invariants.ts, NOTED): a batch half-committed by a timeoutEarlyResponse while the handler
+// awaited a timer (the known gap), and a streamed export committed at the end of its body whose response stream
+// then broke (answer lost after commit).
 //
 // See docs/reliability.md.
-import { faultTable, lastLine, violationGroups } from "./soak/report.ts";
+import { faultTable, lastLine, notedLines, violationGroups } from "./soak/report.ts";
 import { runSoak } from "./soak/run.ts";
 import type { Cleanup } from "./soak/world.ts";
 
@@ -88,6 +91,8 @@ try {
 	console.log(
 		`  - statements of timed-out invocations still running on the server 1 s after the invocation returned: ${ledger.count("running")}`,
 	);
+	// Documented outcomes: counted and reported on their own lines, never counted as leaks or losses.
+	for (const line of notedLines(ledger)) console.log(`  - ${line}`);
 	console.log(
 		`  - ${elapsed()} s, seed ${options.seed} (\`pnpm soak --invocations ${options.invocations} --seed ${options.seed}\` replays this plan)`,
 	);

@@ -125,4 +125,10 @@ export interface StreamedAnswer {
 	error?: { name: string; message: string; code?: string } | undefined;
 	/** The error the response stream itself failed with (a failing write). */
 	streamError?: { name: string; message: string; code?: string } | undefined;
+	/**
+	 * The invocation's moments, in order: "source:ended" (the middlewares' guard had read the body's source to its
+	 * end: the COMMIT follows), "response:finished" or "response:failed" (the response stream broke),
+	 * "handler:resolved" or "handler:rejected".
+	 */
+	timeline: string[];
 }

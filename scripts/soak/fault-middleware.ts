@@ -15,9 +15,13 @@
 //   so that the soak finds them in the server's processlist (a timed-out invocation's statement still running).
 // - the state probe: reads what the connection carries (user variable, open transaction, snapshot) and answers
 //   early with it.
+// - a streamed response (export-stream): its `after` (the first to run, being registered last) hands the body's
+//   source, before the middlewares guard it, to `onBodySource`: the fixture records when the source has been read
+//   to its end, so that the soak knows whether a response stream broke before or after that.
 //
 // The handler itself is the example's, unchanged. Its other faults (a statement the database refuses, an unknown
 // account, a malformed event) come from the event.
+import { Readable } from "node:stream";
 import type { MiddlewareObj, Request } from "@middy/core";
 import type { HttpPoolContext } from "@middy-conn/http-pool";
 import type { InvocationDb } from "@middy-conn/mysql";
@@ -46,6 +50,8 @@ export interface FaultMiddlewareOptions {
 	partnerToken: string;
 	/** The partner's path for those requests. */
 	auditPath: string;
+	/** A streamed response's body, as the handler returned it (the source the middlewares' guard will read). */
+	onBodySource?(request: Request, source: Readable): void;
 }
 
 /** Uses the invocation's database the way a handler that then fails would: a transaction, or session state. */
@@ -236,6 +242,8 @@ export const faultMiddleware = (options: FaultMiddlewareOptions): MiddlewareObj 
 		}
 	},
 	after: (request) => {
+		const body = (request.response as { body?: unknown } | null | undefined)?.body;
+		if (options.onBodySource && body instanceof Readable) options.onBodySource(request, body);
 		if (options.directiveOf(request)?.fault === "after-throws") {
 			throw new SoakFault("an after middleware threw after the handler succeeded (injected by the soak)");
 		}

@@ -14,8 +14,9 @@
 //   middleware gets the directive.
 // - The soak's own functions (functions/lambda/) are loaded the same way. export-stream is a streaming function:
 //   this handler invokes it as the Lambda runtime does (the test harness's invokeStreaming: a response stream, the
-//   `awslambda` stand-in) and answers with what the client received: its size and SHA-256, the prelude, and how
-//   the invocation ended.
+//   `awslambda` stand-in) and answers with what the client received: its size and SHA-256, the prelude, how the
+//   invocation ended, and the order of its moments (the body's source read to its end, the response stream
+//   finished or broken, the handler settled).
 // - In a Managed Instances environment (SOAK_CONCURRENT=1) several invocations run at once: a log line carries the
 //   request id of the invocation whose async context wrote it.
 
@@ -104,12 +105,20 @@ if (functionName === "webhook-relay") {
 }
 
 const directives = new WeakMap<object, Directive>();
+/** Streaming: each invocation's timeline (invokeStreaming's moments, and the end of the body's source). */
+const timelines = new WeakMap<object, string[]>();
 example.use(
 	faultMiddleware({
 		functionName,
 		directiveOf: (request: Request) => directives.get(request.context),
 		partnerToken: process.env.SOAK_PARTNER_TOKEN ?? "",
 		auditPath: process.env.SOAK_AUDIT_PATH ?? "/v1/audit",
+		// 'end': the middlewares' guard has read the source to its last byte (it is never emitted for a source
+		// destroyed before that, as when the response stream breaks first).
+		onBodySource: (request, source) => {
+			const timeline = timelines.get(request.context);
+			if (timeline) source.once("end", () => timeline.push("source:ended"));
+		},
 	}),
 );
 
@@ -138,7 +147,9 @@ const errorOf = (error: unknown): StreamedAnswer["error"] => {
 
 /** A streaming function, invoked as the Lambda runtime does: what its client received, and how it ended. */
 const invokeStreamed = async (event: unknown, context: Context, directive: Directive | undefined) => {
-	const streamed = await invokeStreaming(example, event, context, directive?.stream ?? {});
+	const timeline: string[] = [];
+	timelines.set(context, timeline);
+	const streamed = await invokeStreaming(example, event, context, { ...directive?.stream, timeline });
 	const answer: StreamedAnswer = {
 		status: streamed.settled.status,
 		...(typeof streamed.prelude?.statusCode === "number" ? { statusCode: streamed.prelude.statusCode } : {}),
@@ -148,6 +159,7 @@ const invokeStreamed = async (event: unknown, context: Context, directive: Direc
 		finished: streamed.finished,
 		error: errorOf(streamed.settled.status === "rejected" ? streamed.settled.reason : undefined),
 		streamError: errorOf(streamed.streamError),
+		timeline: streamed.timeline,
 	};
 	return { streamed: answer };
 };

@@ -1,6 +1,6 @@
 // The soak's report: the injected faults against their outcomes, the invariants as figures, and the last line.
 import { FAULTS } from "./directive.ts";
-import type { Ledger, Row, RowCounts } from "./invariants.ts";
+import { type Ledger, NOTED, type NotedKind, type Row, type RowCounts } from "./invariants.ts";
 
 const ROW_LABELS: Record<Row, string> = {
 	none: "no fault (ordinary traffic)",
@@ -66,3 +66,19 @@ export const violationGroups = (ledger: Ledger): string[] => {
 	}
 	return [...groups].map(([key, { count, first }]) => `${count} × ${key}: first: ${first}`);
 };
+
+/**
+ * The documented outcomes (NOTED), one line each, always printed (0 included): how many, by function and fault,
+ * and the first one's message. They do not fail the run.
+ */
+export const notedLines = (ledger: Ledger): string[] =>
+	(Object.keys(NOTED) as NotedKind[]).map((kind) => {
+		const noted = ledger.noted.filter((entry) => entry.kind === kind);
+		const where = new Map<string, number>();
+		for (const entry of noted) {
+			const key = `${entry.fn}, ${ROW_LABELS[entry.row]}`;
+			where.set(key, (where.get(key) ?? 0) + 1);
+		}
+		const detail = [...where].map(([key, count]) => `${key}: ${count}`).join("; ");
+		return `${NOTED[kind]}: ${noted.length}${detail ? ` (${detail}; first: ${noted[0]?.message})` : ""}`;
+	});

@@ -201,7 +201,7 @@ export const runSoak = async (options: SoakOptions, cleanups: Cleanup[]): Promis
 		users: world.users,
 		partners: world.partners,
 		logs,
-		statements: { checked: 0, ended: 0, running: 0 },
+		statements: { checked: 0, ended: 0, running: 0, leftMs: [] },
 		marks: { landed: 0, reported: 0, checked: 0 },
 	};
 	const balances = new Balances();
@@ -321,6 +321,10 @@ export const runSoak = async (options: SoakOptions, cleanups: Cleanup[]): Promis
 		// A timed-out invocation's statements end on the server within the grace (Middy's timeout stops them).
 		if (run.step.fault && TIMEOUT_FAULTS.has(run.step.fault)) {
 			await checkStatementsEnded(context, run, fn, returnedAt);
+			// The time Middy's early timeout left the middlewares (to KILL a statement, to answer).
+			if (prepared.timeoutMs !== undefined && outcome.durationMs !== undefined) {
+				context.statements.leftMs.push(prepared.timeoutMs - outcome.durationMs);
+			}
 		}
 		const row = run.row;
 		rowOf.set(run.requestId, row);
@@ -555,9 +559,13 @@ export const runSoak = async (options: SoakOptions, cleanups: Cleanup[]): Promis
 				.join(", ") || "none"
 		}`,
 	);
+	const left = [...context.statements.leftMs].sort((a, b) => a - b);
 	figures.push(
 		`timed-out invocations' statements: ${context.statements.checked} timeouts checked, ${context.statements.ended} with every statement gone from the server within ${1000} ms, ` +
-			`${context.statements.running} statement(s) still running after it`,
+			`${context.statements.running} statement(s) still running after it` +
+			(left.length > 0
+				? `; the invocations of the timeout faults returned with ${Math.round(left[0] as number)} ms of their function's time left at least (median ${Math.round(left[Math.floor(left.length / 2)] as number)} ms; timeoutEarlyInMillis: 250)`
+				: ""),
 	);
 	figures.push(
 		`early responses with a DB write handed to waitUntil: ${context.marks.landed}/${context.marks.checked} marker rows landed before the invocation returned, ${context.marks.reported} reported failed`,

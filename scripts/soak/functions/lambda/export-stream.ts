@@ -5,9 +5,13 @@
 // the body is written, and the middlewares hand their teardown to the body's end.
 //
 // It also records the export in the same managed transaction (`transaction: true`), before the first byte: the
-// record is committed when the body has ended with its last byte, and rolled back when the body fails (a
-// partner body that breaks off, a response stream that fails): an export is recorded if and only if it was
-// delivered whole.
+// record is committed when the body has ended (its source read to its last byte), and rolled back when the body
+// fails before that (a partner body that breaks off, a response stream that fails). A response stream that
+// breaks once the source has ended, on the last bytes still on their way to the client, leaves the export
+// committed: the answer was lost after the commit, as a standard-mode answer can be.
+//
+// Middy's early timeout fires 250 ms before Lambda's, as in the examples: time for the middlewares to stop a
+// statement still running (a KILL over a new connection) before the process is frozen.
 //
 // Lambda's `awslambda` global is the test harness's stand-in (lambda-streaming.ts), installed before Middy reads it.
 import { Readable } from "node:stream";
@@ -70,7 +74,13 @@ const coreOf = (connection: Connection) =>
 /** Chunks of about this size go to the response stream (rows are small). */
 const CHUNK = 8 * 1024;
 
-export const exportStream = middy({ executionMode: executionModeStreamifyResponse })
+/** As the examples: Middy's early timeout leaves the middlewares time to KILL a statement still running. */
+export const TIMEOUT_EARLY_MS = 250;
+
+export const exportStream = middy({
+	executionMode: executionModeStreamifyResponse,
+	timeoutEarlyInMillis: TIMEOUT_EARLY_MS,
+})
 	.use(
 		httpPool({
 			origin: required("PARTNER_ORIGIN"),

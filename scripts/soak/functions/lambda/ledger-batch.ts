@@ -9,6 +9,9 @@
 // not commit what the handler wrote so far; it rolls back, and the invocation fails with
 // MIDDY_CONN_MYSQL_UNFINISHED. The soak makes a handler run out of time mid-batch (`pause`): during a statement
 // (`SELECT SLEEP`), during a request to the partner (answered slowly), or while it awaits something else (a timer).
+// The timer is the documented gap (packages/mysql/README.md, "Closing, on every path"): neither middleware tracks
+// it, so the invocation looks finished, and the lines written before it are committed. The soak keeps that
+// variant to show the gap, and counts it on its own line.
 import middy from "@middy/core";
 import { httpPool } from "@middy-conn/http-pool";
 import { mysqlConnection } from "@middy-conn/mysql";
