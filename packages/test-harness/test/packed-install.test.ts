@@ -4,7 +4,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MysqlAdmin, type TestDatabase } from "../src/index.ts";
@@ -89,7 +89,10 @@ describe("packed install", () => {
 			.split("\n")
 			.sort();
 		for (const entry of entries) {
-			expect(entry).toMatch(/^package\/(package\.json|README\.md|LICENSE|dist\/[\w./-]+\.(js|d\.ts))$/);
+			expect(entry).toMatch(
+				/^package\/(package\.json|README\.md|LICENSE|dist\/[\w./-]+\.(js|d\.ts|js\.map|d\.ts\.map)|src\/[\w./-]+\.ts)$/,
+			);
+			expect(entry).not.toMatch(/\.test(-d)?\.ts$/);
 		}
 		expect(entries).toEqual(
 			expect.arrayContaining([
@@ -100,12 +103,25 @@ describe("packed install", () => {
 				"package/package.json",
 			]),
 		);
-		// No source map is shipped, so no shipped file may point to one.
+		// Source and declaration maps ship, with the sources they point to: every map a file names is in the
+		// tarball, and every source a map names is too (stack traces and "go to definition" reach real files).
 		const installed = join(project, "node_modules", "@middy-conn", name);
-		for (const entry of entries.filter((file) => file.endsWith(".js") || file.endsWith(".d.ts"))) {
-			expect(readFileSync(join(installed, entry.slice("package/".length)), "utf8")).not.toContain(
-				"sourceMappingURL",
-			);
+		const shipped = new Set(entries.map((entry) => entry.slice("package/".length)));
+		const outputs = entries.filter((file) => file.endsWith(".js") || file.endsWith(".d.ts"));
+		expect(outputs.length).toBeGreaterThan(0);
+		for (const entry of outputs) {
+			const file = entry.slice("package/".length);
+			const mapName = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(
+				readFileSync(join(installed, file), "utf8"),
+			)?.[1];
+			expect(mapName, `${file} names its map`).toBeDefined();
+			const mapFile = posix.join(posix.dirname(file), mapName as string);
+			expect(shipped.has(mapFile), `${mapFile} is shipped`).toBe(true);
+			const map = JSON.parse(readFileSync(join(installed, mapFile), "utf8")) as { sources: string[] };
+			for (const source of map.sources) {
+				const sourceFile = posix.join(posix.dirname(mapFile), source);
+				expect(shipped.has(sourceFile), `${sourceFile} (a source of ${mapFile}) is shipped`).toBe(true);
+			}
 		}
 	});
 
