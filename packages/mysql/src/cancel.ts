@@ -8,7 +8,10 @@
 // and the session at once, which rolls its transaction back and frees its locks. A user may kill its own threads.
 //
 // The id comes from `SELECT CONNECTION_ID()` on the connection itself, learnt when it was opened: behind RDS Proxy
-// the handshake's thread id is the proxy's, not the server's.
+// the handshake's thread id is the proxy's, not the server's. A proxy may also move a client to another server
+// session between transactions, so before the KILL the side connection checks that the session still runs the
+// statement we sent (the processlist's INFO, up to its first placeholder); if it runs something else, it is not
+// ours and is left alone (and said so).
 import { type Logger, settleWithin } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
@@ -35,9 +38,16 @@ const sideConnectionConfig = (resolved: ResolvedConfig, budgetMs: number): Recor
  * Kills the session `id` within `budgetMs`. Never rejects: says whether the server confirmed it, and warns (with
  * the driver's code, never a secret) when it could not.
  */
+/** The statement the session runs is ours: the text we sent, up to its first placeholder (values are formatted in). */
+export const runsStatement = (info: string, sent: string): boolean => {
+	const prefix = (sent.split("?")[0] ?? "").trim().slice(0, 200);
+	return info.trim().startsWith(prefix);
+};
+
 export const killSession = async (
 	resolved: ResolvedConfig,
 	id: number,
+	sent: string | undefined,
 	budgetMs: number,
 	logger: Logger,
 ): Promise<boolean> => {
@@ -52,12 +62,30 @@ export const killSession = async (
 	}
 	const side = mysql.createConnection(sideConnectionConfig(resolved, budgetMs)) as unknown as Core;
 	side.on("error", () => {});
-	const killed = await settleWithin(side.promise().query(`KILL ${id}`), budgetMs);
+	const killing = (async () => {
+		const connection = side.promise();
+		const [rows] = await connection.query("SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = ?", [
+			id,
+		]);
+		const info = (rows as { INFO?: unknown }[])[0]?.INFO;
+		// Gone, or idle: nothing of ours is running there.
+		if (typeof info !== "string") return "nothing-running" as const;
+		if (sent !== undefined && !runsStatement(info, sent)) return "not-ours" as const;
+		await connection.query(`KILL ${id}`);
+		return "killed" as const;
+	})();
+	const killed = await settleWithin(killing, budgetMs);
 	// Gone before the invocation returns: a socket left to close later would close in a frozen process.
 	const closed = socketClosed(side);
 	destroyHard(side, "KILL sent");
 	await closed;
-	if (killed.ok) return true;
+	if (killed.ok) {
+		if ((await killing) !== "not-ours") return true;
+		logger.warn(
+			`@middy-conn/mysql: session ${id} runs another statement than the one given up on (a proxy may have moved the connection): not killed`,
+		);
+		return false;
+	}
 	const code = (killed.error as { code?: unknown } | undefined)?.code;
 	// The session ended by itself meanwhile: nothing is left to stop.
 	if (code === "ER_NO_SUCH_THREAD") return true;

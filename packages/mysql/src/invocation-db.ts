@@ -69,6 +69,8 @@ export class InvocationConnection implements InvocationResource {
 	/** Statements (and the connect) issued and not yet settled. */
 	#inFlight = 0;
 	#gaveUp = false;
+	/** The text of the last statement sent through query/execute (undefined for the raw connection's). */
+	#lastSql: string | undefined;
 	/** The KILL of a statement left running on the server (cancel.ts); teardown waits for it. */
 	#kill: Promise<boolean> | undefined;
 	#reported = false;
@@ -95,10 +97,10 @@ export class InvocationConnection implements InvocationResource {
 	// Bound (arrow functions), so that `const { query } = context.db` works as well as `context.db.query(...)`.
 
 	readonly #query = (sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> =>
-		this.#statement((connection) => connection.query(sql as string, values as never));
+		this.#statement(sql, (connection) => connection.query(sql as string, values as never));
 
 	readonly #execute = (sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> =>
-		this.#statement((connection) => connection.execute(sql as string, values as never));
+		this.#statement(sql, (connection) => connection.execute(sql as string, values as never));
 
 	readonly #beginTransaction = async (): Promise<void> => {
 		if (this.#shared.settings.transaction) throw managedTransactionError();
@@ -106,8 +108,10 @@ export class InvocationConnection implements InvocationResource {
 		this.#tx = "open";
 	};
 
-	#statement<T>(run: (connection: Connection) => Promise<T>): Promise<T> {
+	#statement<T>(sql: unknown, run: (connection: Connection) => Promise<T>): Promise<T> {
 		this.#stats.queries += 1;
+		// For the KILL of a statement given up on: the session must still be running this one (cancel.ts).
+		this.#lastSql = typeof sql === "string" ? sql : (sql as { sql?: string } | null)?.sql;
 		const lease = this.#current;
 		// The common case, with no promise hop: connected, alive, and in the transaction if there is one.
 		const direct =
@@ -311,6 +315,9 @@ export class InvocationConnection implements InvocationResource {
 		if (!lease || this.#gaveUp) return;
 		// A statement can only be left running on the server by a connection that is still alive.
 		const busy = this.busy() && !isDead(lease.core);
+		// What the session must still be running for the KILL to be ours. A statement sent on the raw connection (a
+		// query stream) cannot be checked: then whatever it runs is taken as ours.
+		const sent = this.#inFlight > 0 ? this.#lastSql : undefined;
 		this.#gaveUp = true;
 		const error =
 			typeof reason === "string"
@@ -329,7 +336,7 @@ export class InvocationConnection implements InvocationResource {
 				settings.closeTimeout,
 				remainingTimeInMillis(context, 1, settings.closeTimeout),
 			);
-			this.#kill = killSession(lease.resolved, lease.sessionId, budget, logger);
+			this.#kill = killSession(lease.resolved, lease.sessionId, sent, budget, logger);
 		}
 	}
 
