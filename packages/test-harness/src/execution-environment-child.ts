@@ -1,5 +1,6 @@
 // The inside of one execution environment: a Node process that hosts one function, as Lambda's Node runtime does.
-// Started by execution-environment.ts with the module's path and the export's name as arguments.
+// Started by function-process.ts, for either kind of environment, with the module's path and the export's name
+// as arguments.
 //
 // - Cold start: the first invocation imports the module (module scope runs once, as in Lambda's init phase).
 // - Every invocation ends when the handler's promise settles: the result is posted at once, and nothing else is

@@ -12,11 +12,9 @@
 //   (`getRemainingTimeInMillis`); a clean environment with the function's variables.
 // - A timeout, an unhandled rejection or an uncaught exception ends the environment; the next invocation starts a
 //   new one (another cold start).
-import { type ChildProcess, fork } from "node:child_process";
-import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import type { FunctionProcess, PendingInvocation } from "./function-process.ts";
+import { functionLog, functionSettings, startFunctionProcess } from "./function-process.ts";
 
 /** An error as it crosses the process boundary. */
 export interface SerializedError {
@@ -135,31 +133,6 @@ export interface ExecutionEnvironment {
 	logs(): string[];
 }
 
-const CHILD_ENTRY = fileURLToPath(new URL("./execution-environment-child.ts", import.meta.url));
-/** Time allowed past the deadline for the result to cross IPC before the invocation counts as timed out. */
-const DEADLINE_GRACE_MS = 200;
-const LOG_LINES_KEPT = 500;
-
-// Every environment this process started, so that none outlives it, whatever the exit path. A frozen child
-// would not even notice its parent is gone (it cannot run to see the IPC channel close): it must be killed.
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
-const installExitHook = () => {
-	if (exitHookInstalled) return;
-	exitHookInstalled = true;
-	const killAll = () => {
-		for (const child of running) child.kill("SIGKILL");
-	};
-	process.once("exit", killAll);
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-		process.once(signal, () => {
-			killAll();
-			// Keep the signal's default outcome (the process ends) unless someone else handles it.
-			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-		});
-	}
-};
-
 const isStopped = (pid: number): boolean => {
 	try {
 		// /proc/<pid>/stat: "pid (comm) STATE ..."; comm may hold spaces, so read past the last ')'.
@@ -170,58 +143,21 @@ const isStopped = (pid: number): boolean => {
 	}
 };
 
-interface Pending {
-	/** The process it was sent to: only that process's exit can end it. */
-	proc: Process;
-	id: number;
-	requestId: string;
-	cold: boolean;
-	started: number;
-	timer: NodeJS.Timeout;
-	resolve: (outcome: InvocationOutcome) => void;
-}
-
-interface Process {
-	child: ChildProcess;
-	ready: Promise<void>;
-	exited: Promise<void>;
-	alive: boolean;
-	/** Invocations sent to this process: the first one is the cold start. */
-	invoked: number;
-	/** Set by a crash message, so that the exit that follows reports the right cause. */
-	crash?: { kind: InvocationErrorType; error: SerializedError };
-}
-
 export const startExecutionEnvironment = async (
 	options: ExecutionEnvironmentOptions,
 ): Promise<ExecutionEnvironment> => {
-	installExitHook();
-	const exportName = options.handler ?? "handler";
-	const functionName =
-		options.functionName ??
-		(options.module
-			.split("/")
-			.pop()
-			?.replace(/\.[^.]+$/, "") ||
-			"function");
-	const timeoutMs = options.timeoutMs ?? 10_000;
-	const memoryLimitInMB = options.memoryLimitInMB ?? 1024;
+	const settings = functionSettings(options);
+	const { functionName } = settings;
 	const freezeBetween = options.freezeBetweenInvocations ?? true;
-	const logLines: string[] = [];
+	const { log, lines } = functionLog(options.onLog);
 	const stats = { invocations: 0, coldStarts: 0, crashes: 0, timeouts: 0 };
 
-	let current: Process | undefined;
+	let current: FunctionProcess | undefined;
 	let frozen = false;
 	let killed = false;
 	let nextId = 0;
-	let pending: Pending | undefined;
+	let pending: PendingInvocation | undefined;
 	let queue: Promise<unknown> = Promise.resolve();
-
-	const log = (line: string, stream: "stdout" | "stderr") => {
-		logLines.push(line);
-		if (logLines.length > LOG_LINES_KEPT) logLines.shift();
-		options.onLog?.(line, stream);
-	};
 
 	const settle = (outcome: InvocationOutcome) => {
 		if (!pending) return;
@@ -231,93 +167,28 @@ export const startExecutionEnvironment = async (
 		resolve(outcome);
 	};
 
-	const spawnProcess = (): Process => {
-		const env: Record<string, string> = {
-			PATH: process.env.PATH ?? "/usr/bin:/bin",
-			LANG: "en_US.UTF-8",
-			TZ: "UTC",
-			AWS_REGION: "eu-west-1",
-			AWS_DEFAULT_REGION: "eu-west-1",
-			AWS_EXECUTION_ENV: `AWS_Lambda_nodejs${process.versions.node.split(".")[0]}.x`,
-			AWS_LAMBDA_FUNCTION_NAME: functionName,
-			AWS_LAMBDA_FUNCTION_VERSION: "$LATEST",
-			AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(memoryLimitInMB),
-			AWS_LAMBDA_LOG_GROUP_NAME: `/aws/lambda/${functionName}`,
-		};
-		for (const [name, value] of Object.entries(options.env ?? {})) {
-			if (value !== undefined) env[name] = value;
-		}
-		const child = fork(CHILD_ENTRY, [options.module, exportName], {
-			execPath: process.execPath,
-			// Not the parent's flags (a test runner's loaders): the function runs on plain Node, as on Lambda.
-			execArgv: ["--no-warnings=ExperimentalWarning"],
-			env,
-			stdio: ["ignore", "pipe", "pipe", "ipc"],
+	const spawnProcess = (): FunctionProcess =>
+		startFunctionProcess({
+			...settings,
+			env: options.env,
+			log,
+			// A frozen child would not notice that this process is gone: it is killed on a signal too.
+			killOnSignal: true,
+			onResult: (message) => {
+				if (pending && message.id === pending.id) settle(pending.answered(message));
+			},
+			onExit: (proc, failure) => {
+				if (current === proc) {
+					current = undefined;
+					frozen = false;
+				}
+				if (pending?.proc !== proc) return;
+				if (!killed) stats.crashes++;
+				settle(pending.failed(failure));
+			},
 		});
-		running.add(child);
-		for (const stream of ["stdout", "stderr"] as const) {
-			const source = child[stream];
-			if (source) createInterface({ input: source }).on("line", (line) => log(line, stream));
-		}
-		let markReady: () => void = () => {};
-		let failReady: (error: Error) => void = () => {};
-		const proc: Process = {
-			child,
-			alive: true,
-			invoked: 0,
-			ready: new Promise<void>((resolve, reject) => {
-				markReady = resolve;
-				failReady = reject;
-			}),
-			exited: new Promise<void>((resolve) => child.once("exit", () => resolve())),
-		};
-		proc.ready.catch(() => {});
-		child.on("message", (message: ChildMessage) => {
-			if (message.type === "ready") markReady();
-			else if (message.type === "crash") {
-				proc.crash = { kind: message.kind as InvocationErrorType, error: message.error };
-			} else if (message.type === "result" && pending && message.id === pending.id) {
-				settle({
-					requestId: pending.requestId,
-					ok: message.ok,
-					...(message.json === undefined ? {} : { result: JSON.parse(message.json) }),
-					...(message.error ? { error: message.error, errorType: "Handler" as const } : {}),
-					cold: message.cold,
-					...(message.initMs === undefined ? {} : { initMs: message.initMs }),
-					durationMs: message.durationMs,
-					latencyMs: performance.now() - pending.started,
-					rss: message.rss,
-					activeResources: message.activeResources,
-				});
-			}
-		});
-		child.once("exit", (code, signal) => {
-			proc.alive = false;
-			running.delete(child);
-			failReady(new Error(`execution environment exited before it was ready (code ${code}, ${signal})`));
-			if (current === proc) {
-				current = undefined;
-				frozen = false;
-			}
-			if (pending?.proc !== proc) return;
-			if (!killed) stats.crashes++;
-			const crash = proc.crash ?? {
-				kind: "Runtime.ExitError" as const,
-				error: { name: "Runtime.ExitError", message: `process exited (code ${code}, signal ${signal})` },
-			};
-			settle({
-				requestId: pending.requestId,
-				ok: false,
-				error: crash.error,
-				errorType: crash.kind,
-				cold: pending.cold,
-				latencyMs: performance.now() - pending.started,
-			});
-		});
-		return proc;
-	};
 
-	const ensureProcess = async (): Promise<Process> => {
+	const ensureProcess = async (): Promise<FunctionProcess> => {
 		if (!current?.alive) current = spawnProcess();
 		await current.ready;
 		return current;
@@ -345,51 +216,24 @@ export const startExecutionEnvironment = async (
 		const started = performance.now();
 		thaw();
 		const proc = await ensureProcess();
-		const id = ++nextId;
-		const requestId = invokeOptions.requestId ?? randomUUID();
-		const limit = invokeOptions.timeoutMs ?? timeoutMs;
-		const cold = proc.invoked === 0;
-		proc.invoked++;
+		const invocation = proc.newInvocation(++nextId, invokeOptions, started);
 		stats.invocations++;
-		if (cold) stats.coldStarts++;
+		if (invocation.cold) stats.coldStarts++;
 		const outcome = await new Promise<InvocationOutcome>((resolve) => {
 			pending = {
-				proc,
-				id,
-				requestId,
-				cold,
-				started,
+				...invocation,
 				resolve,
-				timer: setTimeout(() => {
+				timer: invocation.afterDeadline(() => {
 					stats.timeouts++;
-					settle({
-						requestId,
-						ok: false,
-						error: {
-							name: "Sandbox.Timedout",
-							message: `Task timed out after ${(limit / 1000).toFixed(2)} seconds`,
-						},
-						errorType: "Sandbox.Timedout",
-						cold,
-						latencyMs: performance.now() - started,
-					});
+					settle(invocation.timedOut());
 					// Lambda resets the environment after a timeout: whatever was running is gone, and the next
 					// invocation gets a new environment.
 					proc.alive = false;
 					if (current === proc) current = undefined;
 					proc.child.kill("SIGKILL");
-				}, limit + DEADLINE_GRACE_MS),
+				}),
 			};
-			const message: InvokeMessage = {
-				type: "invoke",
-				id,
-				requestId,
-				functionName,
-				memoryLimitInMB,
-				deadlineMs: Date.now() + limit,
-				event,
-			};
-			proc.child.send(message);
+			proc.invoke(invocation, event);
 		});
 		if (freezeBetween && proc.alive && !killed) await freeze();
 		return outcome;
@@ -413,12 +257,9 @@ export const startExecutionEnvironment = async (
 		thaw,
 		async kill() {
 			killed = true;
-			const proc = current;
-			if (!proc?.alive) return;
-			proc.child.kill("SIGKILL");
-			await proc.exited;
+			await current?.kill();
 		},
-		logs: () => [...logLines],
+		logs: lines,
 	};
 
 	// Start the process now (not the function: its module is imported by the first invocation, the cold start).
