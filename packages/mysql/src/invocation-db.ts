@@ -21,7 +21,7 @@ import { type AcquireContext, acquire, connect, type Lease, type Shared } from "
 import { killSession } from "./cancel.ts";
 import { type Closing, closeLease } from "./close.ts";
 import { closedError, connectionLostError, interruptedError, managedTransactionError } from "./errors.ts";
-import { commandInFlight, destroyHard, isDead, isFatal } from "./mysql2-adapter.ts";
+import { commandInFlight, destroyHard, failCommandInFlight, isDead, isFatal } from "./mysql2-adapter.ts";
 import { pkg } from "./options.ts";
 import { type MysqlConnectionStats, newStats, reportStats } from "./telemetry.ts";
 
@@ -229,9 +229,11 @@ export class InvocationConnection implements InvocationResource {
 	// an 'error' event would crash the process.
 	readonly #onCoreError = (error: unknown) => {
 		const lease = this.#current;
-		if (lease && !this.#lost && !(error instanceof MiddyConnError)) {
-			this.#lost = connectionLostError(error, lease.resolved.target, lease.resolved.secrets);
-		}
+		if (!lease || error instanceof MiddyConnError) return;
+		this.#lost ??= connectionLostError(error, lease.resolved.target, lease.resolved.secrets);
+		// A query stream on the connection is told too (mysql2 does not): a body reading it fails instead of hanging.
+		// Not when we destroyed the connection ourselves: its reader is then already gone.
+		failCommandInFlight(lease.core, this.#lost);
 	};
 
 	// --- The invocation's resource (@middy-conn/lifecycle) ---

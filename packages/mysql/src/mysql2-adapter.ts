@@ -9,6 +9,7 @@
 // - `lastActiveTime`: when the connection last sent a command (to skip a pooled connection idle too long).
 // - `pool._freeConnections`: whether an acquire may open a connection.
 // - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets).
+// - `_command`/`_commands`: the command queue (whether a statement is in flight; a query stream to fail).
 import type { Socket } from "node:net";
 import { MiddyConnError } from "@middy-conn/lifecycle";
 import type { Connection as CoreConnection } from "mysql2";
@@ -94,4 +95,20 @@ export const poolLimits = (pool: Pool): { idleTimeout: number; connectionLimit: 
 export const commandInFlight = (core: Core): boolean => {
 	const internals = core as unknown as { _command?: unknown; _commands?: { length?: number } };
 	return Boolean(internals._command) || (internals._commands?.length ?? 0) > 0;
+};
+
+/**
+ * Fails the command in flight with the connection's fatal `error` when mysql2 will not: mysql2 tells only a
+ * command with a callback that its connection was lost (a server crash, a reset network path), so a query
+ * stream (`query(sql).stream()`, no callback) would neither end nor fail, and a response body reading it would
+ * hang until Lambda's timeout. Called from the connection's 'error' listener, where mysql2 has left such a
+ * command as the current one. Only a command that listens for errors is told (a stream does).
+ */
+export const failCommandInFlight = (core: Core, error: unknown): void => {
+	const command = (core as unknown as { _command?: unknown })._command as
+		| { onResult?: unknown; emit?: unknown; listenerCount?: (event: string) => number }
+		| undefined;
+	if (!command || command.onResult || typeof command.emit !== "function") return;
+	if ((command.listenerCount?.("error") ?? 0) === 0) return;
+	(command.emit as (event: string, error: unknown) => boolean).call(command, "error", error);
 };

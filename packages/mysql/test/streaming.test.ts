@@ -16,6 +16,7 @@ import {
 	MysqlAdmin,
 	patternBytes,
 	startHttpServer,
+	startTcpProxy,
 	type TestDatabase,
 	type TestHttpServer,
 } from "@middy-conn/test-harness";
@@ -291,6 +292,41 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 			});
 		expect((await invokeStreaming(next)).body.toString()).toBe(String(ROWS));
 		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	});
+
+	it("fails the body with the connection's error when the connection is lost while a query stream reads it", async () => {
+		// A DB server that crashes, or a network path reset, mid-result. mysql2 tells only a command with a callback
+		// that its connection is lost: a query stream would neither end nor fail, and the body would hang until
+		// Lambda's timeout.
+		const proxy = await startTcpProxy(db);
+		try {
+			const { timeline, stats, middleware } = setup({
+				config: { ...configOf(db), host: proxy.host, port: proxy.port },
+			});
+			const handler = streaming()
+				.use(middleware)
+				.handler(async (_event, context) => {
+					const connection = await context.db.connection();
+					const rows = coreOf(connection)
+						.query(
+							"SELECT id, REPEAT('x', 40000) AS padding, SLEEP(0.05) AS pause FROM t WHERE id <= 40 ORDER BY id",
+						)
+						.stream();
+					rows.once("data", () => proxy.resetAll());
+					// pipeline, not pipe: a source's error must reach the body
+					return { statusCode: 200, body: pipeline(rows, ndjson(), () => {}) };
+				});
+
+			const result = await invokeStreaming(handler, {}, {}, { timeline });
+
+			expect(result.settled).toMatchObject({ status: "rejected", reason: { code: "ECONNRESET" } });
+			expect(result.finished).toBe(false);
+			expect(stats).toHaveLength(1);
+			expect(stats[0]?.closed).toBe("destroyed");
+			expect(await admin.settleConnections(db.user, 0)).toBe(0);
+		} finally {
+			await proxy.close();
+		}
 	});
 
 	it("closes the connection normally when a body is destroyed early with no statement in flight (back to warm)", async () => {
