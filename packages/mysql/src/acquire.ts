@@ -9,6 +9,7 @@ import { type Logger, MiddyConnError } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
 import { learnConnectionId } from "./cancel.ts";
+import { type RetryScope, withConnectRetry } from "./connect-retry.ts";
 import { closedError, connectError } from "./errors.ts";
 import { type Core, coreOf, destroyHard, idleMs, isDead } from "./mysql2-adapter.ts";
 import type { ResolvedConfig, Settings } from "./options.ts";
@@ -51,29 +52,52 @@ export const connect = async (context: AcquireContext): Promise<Lease> => {
 	const resolved = await shared.resolve(request);
 	if (signal.aborted) throw closedError(shared.settings.contextKey);
 	const started = performance.now();
-	const core = mysql.createConnection(resolved.driver) as unknown as Core;
-	// Permanent: a core connection emits 'error' when the server closes it between statements.
-	core.on("error", context.onCoreError);
-	const onAbort = () => destroyHard(core, "the invocation ended while connecting");
-	signal.addEventListener("abort", onAbort, { once: true });
+	let core: Core | undefined;
 	let sessionId: number | undefined;
 	try {
-		await new Promise<void>((resolve, reject) => {
-			core.once("connect", () => resolve());
-			core.once("error", reject);
-		});
+		core = await withConnectRetry(shared.settings.connectRetry, retryScope(context), () =>
+			openConnection(context, resolved),
+		);
 		if (shared.settings.cancelOnTimeout) sessionId = await learnConnectionId(core.promise());
 	} catch (error) {
 		stats.connectMs = performance.now() - started;
-		destroyHard(core, "connect failed");
-		throw error instanceof MiddyConnError ? error : connectError(error, resolved.target, resolved.secrets);
-	} finally {
-		signal.removeEventListener("abort", onAbort);
+		if (core) destroyHard(core, "connect failed");
+		if (error instanceof MiddyConnError) throw error;
+		throw connectError(error, resolved.target, resolved.secrets, stats.connectRetries);
 	}
 	stats.connectMs = performance.now() - started;
 	stats.connected = true;
 	return { connection: core.promise(), core, resolved, pooled: false, sessionId };
 };
+
+// One connect: the connection once the server has accepted it, or the driver's error (the socket destroyed).
+const openConnection = async (context: AcquireContext, resolved: ResolvedConfig): Promise<Core> => {
+	const core = mysql.createConnection(resolved.driver) as unknown as Core;
+	// Permanent: a core connection emits 'error' when the server closes it between statements.
+	core.on("error", context.onCoreError);
+	const onAbort = () => destroyHard(core, "the invocation ended while connecting");
+	context.signal.addEventListener("abort", onAbort, { once: true });
+	try {
+		await new Promise<void>((resolve, reject) => {
+			core.once("connect", () => resolve());
+			core.once("error", reject);
+		});
+		return core;
+	} catch (error) {
+		destroyHard(core, "connect failed");
+		throw error;
+	} finally {
+		context.signal.removeEventListener("abort", onAbort);
+	}
+};
+
+const retryScope = (context: AcquireContext): RetryScope => ({
+	signal: context.signal,
+	context: context.request.context,
+	onRetry: () => {
+		context.stats.connectRetries += 1;
+	},
+});
 
 /** Pool mode: a connection from the warm pool of this execution environment. */
 export const acquire = async (context: AcquireContext): Promise<Lease> => {
@@ -86,10 +110,12 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		if (signal.aborted) throw closedError(shared.settings.contextKey);
 		let connection: Connection;
 		try {
-			connection = await pool.pool.getConnection();
+			connection = await withConnectRetry(shared.settings.connectRetry, retryScope(context), () =>
+				pool.pool.getConnection(),
+			);
 		} catch (error) {
 			stats.connectMs = performance.now() - started;
-			throw connectError(error, pool.resolved.target, pool.resolved.secrets);
+			throw connectError(error, pool.resolved.target, pool.resolved.secrets, stats.connectRetries);
 		}
 		const core = coreOf(connection);
 		if (signal.aborted) {

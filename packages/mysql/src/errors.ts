@@ -63,14 +63,22 @@ const connectProblem = (code: string | undefined, target: Target, cause: unknown
 	}
 };
 
-/** The connect (scoped) or acquire (pool) failed. */
-export const connectError = (cause: unknown, target: Target, secrets: readonly string[]): MiddyConnError =>
-	new MiddyConnError(connectProblem(codeOf(cause), target, cause), {
-		package: pkg,
-		cause,
-		secrets,
-		details: targetDetails(target),
-	});
+/** The connect (scoped) or acquire (pool) failed; `retries`: how often a refusal by a full server was retried. */
+export const connectError = (
+	cause: unknown,
+	target: Target,
+	secrets: readonly string[],
+	retries = 0,
+): MiddyConnError =>
+	new MiddyConnError(
+		`${connectProblem(codeOf(cause), target, cause)}${retries > 0 ? ` (still refused after ${retries} ${retries === 1 ? "retry" : "retries"}: see the connectRetry option)` : ""}`,
+		{
+			package: pkg,
+			cause,
+			secrets,
+			details: targetDetails(target),
+		},
+	);
 
 /** The connection died (KILL, failover, network) during or before a statement of this invocation. */
 export const connectionLostError = (

@@ -23,6 +23,7 @@ import {
 
 export type { BackgroundTask, WaitUntil } from "@middy-conn/lifecycle";
 export { MiddyConnError } from "@middy-conn/lifecycle";
+export type { ConnectRetryOptions } from "./connect-retry.ts";
 export type { InvocationDb } from "./invocation-db.ts";
 export type {
 	IsolationLevel,

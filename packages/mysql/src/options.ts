@@ -12,6 +12,7 @@ import {
 	waitUntilDefaults,
 } from "@middy-conn/lifecycle";
 import type { PoolOptions, SslOptions } from "mysql2";
+import { type ConnectRetry, type ConnectRetryOptions, connectRetryDefaults } from "./connect-retry.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
 export const pkg = "@middy-conn/mysql";
@@ -64,6 +65,12 @@ export interface MysqlConnectionOptions<TContextKey extends string = "db"> {
 	 * killed over a short-lived side connection. Costs one `SELECT CONNECTION_ID()` per new connection. Default true.
 	 */
 	cancelOnTimeout?: boolean;
+	/**
+	 * Retry a connect that the server refuses because it is full (ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS,
+	 * ER_USER_LIMIT_REACHED), after a jittered wait that grows: never a statement, and never past the invocation's
+	 * remaining time. `false`: fail at once. Default `{ attempts: 10, baseDelay: 25, maxDelay: 1000 }`.
+	 */
+	connectRetry?: ConnectRetryOptions | false;
 	/** `context.waitUntil`: leave this much (ms) of Lambda's remaining time when waiting for background tasks. */
 	waitUntilReserve?: number;
 	/** `context.waitUntil`: wait at most this long (ms) for background tasks. */
@@ -79,6 +86,7 @@ export const defaults = {
 	logStats: false,
 	closeTimeout: 1000,
 	cancelOnTimeout: true,
+	connectRetry: connectRetryDefaults as ConnectRetryOptions | false,
 	...waitUntilDefaults,
 };
 
@@ -185,6 +193,8 @@ const optionSchema = {
 		logStats: { type: "boolean" },
 		closeTimeout: integer(1, 60_000),
 		cancelOnTimeout: { type: "boolean" },
+		connectRetry: (value: unknown) =>
+			value === false || (value !== null && typeof value === "object" && !Array.isArray(value)),
 		waitUntilReserve: integer(0, maxTimerMs),
 		waitUntilTimeout: integer(0, maxTimerMs),
 	},
@@ -265,6 +275,7 @@ export interface Settings {
 	readonly logStats: boolean;
 	readonly closeTimeout: number;
 	readonly cancelOnTimeout: boolean;
+	readonly connectRetry: ConnectRetry | false;
 	readonly waitUntilReserve: number;
 	readonly waitUntilTimeout: number;
 }
@@ -300,6 +311,28 @@ export const mysqlConnectionValidateOptions = (options: unknown): Settings => {
 		transaction = { isolationLevel: undefined };
 	}
 	if (typeof merged.config === "object") validateConfig(merged.config, merged.mode);
+	let connectRetry: ConnectRetry | false = false;
+	if (merged.connectRetry !== false) {
+		validate(
+			{
+				type: "object",
+				properties: {
+					connectRetry: {
+						type: "object",
+						properties: {
+							attempts: integer(1, 100),
+							baseDelay: integer(1, 60_000),
+							maxDelay: integer(1, 60_000),
+						},
+						additionalProperties: false,
+					},
+				},
+				additionalProperties: false,
+			},
+			{ connectRetry: merged.connectRetry },
+		);
+		connectRetry = { ...connectRetryDefaults, ...merged.connectRetry };
+	}
 	return {
 		config: merged.config,
 		mode: merged.mode,
@@ -310,6 +343,7 @@ export const mysqlConnectionValidateOptions = (options: unknown): Settings => {
 		logStats: merged.logStats,
 		closeTimeout: merged.closeTimeout,
 		cancelOnTimeout: merged.cancelOnTimeout,
+		connectRetry,
 		waitUntilReserve: merged.waitUntilReserve,
 		waitUntilTimeout: merged.waitUntilTimeout,
 	};

@@ -9,6 +9,8 @@ export interface MysqlConnectionStats {
 	connected: boolean;
 	/** Time to open (scoped) or acquire (pool) the connection, in ms; 0 when nothing was opened. */
 	connectMs: number;
+	/** Connects refused by a full server and tried again (see the connectRetry option). */
+	connectRetries: number;
 	/** Pool mode: a connection was taken from the warm pool (new or reused). Always false in scoped mode. */
 	acquired: boolean;
 	/** Statements run through `query` and `execute`. */
@@ -23,6 +25,7 @@ export const newStats = (mode: "scoped" | "pool"): MysqlConnectionStats => ({
 	mode,
 	connected: false,
 	connectMs: 0,
+	connectRetries: 0,
 	acquired: false,
 	queries: 0,
 	transaction: "none",

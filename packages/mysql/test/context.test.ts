@@ -92,6 +92,7 @@ describe("telemetry", () => {
 			mode: "scoped",
 			connected: true,
 			connectMs: expect.any(Number),
+			connectRetries: 0,
 			acquired: false,
 			queries: 2,
 			transaction: "committed",

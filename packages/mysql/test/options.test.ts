@@ -36,6 +36,17 @@ const invalid: [string, unknown, string][] = [
 	["logStats a string", { config, logStats: "yes" }, "Option 'logStats' must be boolean"],
 	["closeTimeout zero", { config, closeTimeout: 0 }, "Option 'closeTimeout' must be >= 1"],
 	["closeTimeout fractional", { config, closeTimeout: 1.5 }, "Option 'closeTimeout' must be integer"],
+	["connectRetry true", { config, connectRetry: true }, "Invalid option 'connectRetry'"],
+	[
+		"connectRetry attempts zero",
+		{ config, connectRetry: { attempts: 0 } },
+		"Option 'connectRetry.attempts' must be >= 1",
+	],
+	[
+		"connectRetry unknown key",
+		{ config, connectRetry: { retries: 3 } },
+		"Unknown option 'connectRetry.retries'",
+	],
 	["host not a string", { config: { ...config, host: 42 } }, "Option 'config.host' must be string"],
 	["host empty", { config: { ...config, host: "" } }, "Option 'config.host' must have length >= 1"],
 	["no host", { config: { user: "app" } }, "Missing required option 'config.host'"],
@@ -157,7 +168,14 @@ describe("mysqlConnection() options", () => {
 			contextKey: "db",
 			logStats: false,
 			closeTimeout: 1000,
+			connectRetry: { attempts: 10, baseDelay: 25, maxDelay: 1000 },
 		});
+		expect(mysqlConnectionValidateOptions({ config, connectRetry: { attempts: 3 } }).connectRetry).toEqual({
+			attempts: 3,
+			baseDelay: 25,
+			maxDelay: 1000,
+		});
+		expect(mysqlConnectionValidateOptions({ config, connectRetry: false }).connectRetry).toBe(false);
 		expect(defaults.logger).toBe(console);
 	});
 

@@ -137,8 +137,16 @@ const connectAsRoot = async (socketPath: string, deadline: number, errorLog: str
 	throw new Error(`MySQL server did not accept connections in time.\n${log}`, { cause: lastError });
 };
 
-export const startMysqlServer = async (): Promise<MysqlServer> => {
-	const url = process.env.MYSQL_URL;
+export interface StartMysqlServerOptions {
+	/**
+	 * Always start a server of our own, even when MYSQL_URL names one: for tests that change the server's global
+	 * settings (max_connections), which must never reach a server shared with anything else.
+	 */
+	dedicated?: boolean;
+}
+
+export const startMysqlServer = async (options: StartMysqlServerOptions = {}): Promise<MysqlServer> => {
+	const url = options.dedicated ? undefined : process.env.MYSQL_URL;
 	if (url) {
 		const connection = await mysql.createConnection(url);
 		const [rows] = await connection.query<mysql.RowDataPacket[]>("SELECT VERSION() AS version");

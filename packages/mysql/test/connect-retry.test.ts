@@ -1,0 +1,280 @@
+// Connect under pressure: when the server refuses a connect because it is full (max_connections, or the user's
+// own connection limit), the connect is tried again after a jittered wait, bounded by attempts and by the
+// invocation's remaining time, and counted in the stats. Only the connect is ever retried, never a statement.
+//
+// The refusals are real: a user whose MAX_USER_CONNECTIONS is taken by a connection the test holds, and a server
+// of the test's own whose max_connections is reached. A TCP proxy in front counts the connects the middleware
+// makes, so that the test frees the slot only once a connect has been refused (no timing is assumed).
+import middy from "@middy/core";
+import {
+	MysqlAdmin,
+	type MysqlServer,
+	startMysqlServer,
+	startTcpProxy,
+	type TcpProxy,
+	type TestDatabase,
+} from "@middy-conn/test-harness";
+import mysql, { type RowDataPacket } from "mysql2/promise";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+	closeMysqlPools,
+	type MysqlConnectionOptions,
+	type MysqlConnectionStats,
+	mysqlConnection,
+} from "../src/index.ts";
+import { configOf, invoke, outcome } from "./helpers.ts";
+
+const modes = ["scoped", "pool"] as const;
+
+/** Resolves once `proxy` has accepted `count` connections (bounded: fails after 10 s). */
+const connectsSeen = async (proxy: TcpProxy, count: number): Promise<void> => {
+	for (let i = 0; i < 1000 && proxy.stats.connections < count; i += 1) {
+		await new Promise((resolve) => setTimeout(resolve, 10));
+	}
+	if (proxy.stats.connections < count) throw new Error(`only ${proxy.stats.connections} connects seen`);
+};
+
+/** A handler that counts its statements' effects in table `runs`, behind `mysqlConnection(options)`. */
+const handlerWith = (options: MysqlConnectionOptions, stats: MysqlConnectionStats[]) =>
+	middy()
+		.use(mysqlConnection({ logger: false, onStats: (s) => stats.push(s), ...options }))
+		.handler(async (_event, context) => {
+			await context.db.query("INSERT INTO runs () VALUES ()");
+			const [rows] = await context.db.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM runs");
+			return Number(rows[0]?.n);
+		});
+
+describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
+	let admin: MysqlAdmin;
+	let db: TestDatabase;
+	let proxy: TcpProxy;
+	/** The connection that takes the user's only slot. */
+	let holder: mysql.Connection | undefined;
+
+	beforeAll(async () => {
+		admin = await MysqlAdmin.connect();
+		db = await admin.createDatabase("mysql_connect_retry");
+		await admin.query(`CREATE TABLE \`${db.database}\`.runs (id INT AUTO_INCREMENT PRIMARY KEY)`);
+		await admin.query(`ALTER USER '${db.user}'@'%' WITH MAX_USER_CONNECTIONS 1`);
+		proxy = await startTcpProxy(db);
+	});
+
+	afterEach(async () => {
+		await holder?.end().catch(() => {});
+		holder = undefined;
+		await closeMysqlPools();
+		await admin.query(`DELETE FROM \`${db.database}\`.runs`);
+		await admin.settleConnections(db.user, 0);
+	});
+
+	afterAll(async () => {
+		await proxy.close();
+		await admin.dropDatabase(db);
+		await admin.close();
+	});
+
+	const viaProxy = () => ({ ...configOf(db), host: proxy.host, port: proxy.port });
+
+	it.each(modes)(
+		"mode %s: retries the refused connect and serves the invocation once the slot is free",
+		async (mode) => {
+			holder = await mysql.createConnection(configOf(db));
+			const stats: MysqlConnectionStats[] = [];
+			const handler = handlerWith({ mode, config: viaProxy() }, stats);
+			const before = proxy.stats.connections;
+
+			const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
+			// the first connect is refused, and a second one is on its way: only now is the slot given back
+			await connectsSeen(proxy, before + 2);
+			await holder.end();
+			holder = undefined;
+
+			expect(await result).toEqual({ value: 1 });
+			expect(stats).toHaveLength(1);
+			expect(stats[0]?.connectRetries).toBeGreaterThanOrEqual(1);
+			expect(stats[0]?.connected).toBe(true);
+		},
+	);
+
+	it.each(modes)("mode %s: fails at once with the server's code when connectRetry is false", async (mode) => {
+		holder = await mysql.createConnection(configOf(db));
+		const stats: MysqlConnectionStats[] = [];
+		const handler = handlerWith({ mode, config: viaProxy(), connectRetry: false }, stats);
+		const before = proxy.stats.connections;
+
+		const { error } = await outcome(invoke(handler));
+
+		expect(error).toMatchObject({ name: "MiddyConnError", code: "ER_USER_LIMIT_REACHED" });
+		expect((error as Error).message).toMatch(/user's connection limit is reached/);
+		expect((error as Error).message).not.toMatch(/after \d+ retr/);
+		expect((error as Error).message).not.toContain(db.password);
+		expect(proxy.stats.connections - before).toBe(1);
+		expect(stats[0]).toMatchObject({ connectRetries: 0, connected: false });
+	});
+
+	it.each(modes)("mode %s: stops after `attempts` connects, and says how often it retried", async (mode) => {
+		holder = await mysql.createConnection(configOf(db));
+		const stats: MysqlConnectionStats[] = [];
+		const handler = handlerWith(
+			{ mode, config: viaProxy(), connectRetry: { attempts: 3, baseDelay: 1, maxDelay: 5 } },
+			stats,
+		);
+		const before = proxy.stats.connections;
+
+		const { error } = await outcome(invoke(handler, {}, { timeoutMs: 30_000 }));
+
+		expect(error).toMatchObject({ name: "MiddyConnError", code: "ER_USER_LIMIT_REACHED" });
+		expect((error as Error).message).toMatch(/still refused after 2 retries/);
+		expect((error as Error).cause).toMatchObject({ code: "ER_USER_LIMIT_REACHED" });
+		expect(proxy.stats.connections - before).toBe(3);
+		expect(stats[0]).toMatchObject({ connectRetries: 2, connected: false });
+	});
+
+	it.each(modes)("mode %s: does not wait past the invocation's remaining time", async (mode) => {
+		holder = await mysql.createConnection(configOf(db));
+		const stats: MysqlConnectionStats[] = [];
+		// every wait may be up to 60 s, far more than the 50 ms left: no retry can finish in time
+		const handler = handlerWith(
+			{ mode, config: viaProxy(), connectRetry: { attempts: 100, baseDelay: 60_000, maxDelay: 60_000 } },
+			stats,
+		);
+		const before = proxy.stats.connections;
+
+		const { error } = await outcome(invoke(handler, {}, { timeoutMs: 50 }));
+
+		expect(error).toMatchObject({ code: "ER_USER_LIMIT_REACHED" });
+		expect(proxy.stats.connections - before).toBeLessThanOrEqual(2);
+		expect(stats[0]?.connected).toBe(false);
+	});
+
+	it.each(modes)(
+		"mode %s: Middy's timeout ends the wait at once, and leaves no connection behind",
+		async (mode) => {
+			holder = await mysql.createConnection(configOf(db));
+			const stats: MysqlConnectionStats[] = [];
+			// Middy times out 50 ms into a 300 ms invocation, while refused connects are still being retried
+			const handler = middy({ timeoutEarlyInMillis: 250 })
+				.use(
+					mysqlConnection({
+						mode,
+						config: viaProxy(),
+						logger: false,
+						onStats: (s) => stats.push(s),
+						connectRetry: { attempts: 100, baseDelay: 5, maxDelay: 5 },
+					}),
+				)
+				.handler(async (_event, context) => {
+					await context.db.query("SELECT 1");
+					return "served";
+				});
+
+			const { error } = await outcome(invoke(handler, {}, { timeoutMs: 300 }));
+
+			expect(error).toMatchObject({ name: "TimeoutError" });
+			expect(stats[0]?.connected).toBe(false);
+			expect(stats[0]?.connectRetries).toBeLessThan(99);
+			await holder.end();
+			holder = undefined;
+			// pool mode may keep a connection it opened once Middy had given up: unused, warm in the pool
+			expect(await admin.settleConnections(db.user, 0)).toBeLessThanOrEqual(mode === "pool" ? 1 : 0);
+		},
+	);
+
+	it("never retries a statement, even one that fails with a full server's code", async () => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = middy()
+			.use(mysqlConnection({ config: viaProxy(), logger: false, onStats: (s) => stats.push(s) }))
+			.handler(async (_event, context) => {
+				// applied, then failed with ER_CON_COUNT_ERROR's number: a statement's error, not a refused connect
+				await context.db.query("INSERT INTO runs () VALUES ()");
+				await context.db.query(
+					"SIGNAL SQLSTATE '08004' SET MYSQL_ERRNO = 1040, MESSAGE_TEXT = 'Too many connections'",
+				);
+			});
+
+		const { error } = await outcome(invoke(handler));
+
+		expect(error).toMatchObject({ code: "ER_CON_COUNT_ERROR" });
+		expect(stats[0]).toMatchObject({ connectRetries: 0, queries: 2 });
+		const rows = await admin.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${db.database}\`.runs`);
+		expect(rows[0]?.n).toBe(1);
+	});
+});
+
+describe("the server's max_connections is reached (a server of this test's own)", () => {
+	let server: MysqlServer;
+	let admin: MysqlAdmin;
+	let db: TestDatabase;
+	let proxy: TcpProxy;
+	const held: mysql.Connection[] = [];
+
+	beforeAll(async () => {
+		server = await startMysqlServer({ dedicated: true });
+		admin = await MysqlAdmin.connect(server.adminUrl);
+		db = await admin.createDatabase("mysql_server_full");
+		await admin.query(`CREATE TABLE \`${db.database}\`.runs (id INT AUTO_INCREMENT PRIMARY KEY)`);
+		proxy = await startTcpProxy(db);
+	}, 60_000);
+
+	afterEach(async () => {
+		await Promise.all(held.splice(0).map((connection) => connection.end().catch(() => {})));
+		await closeMysqlPools();
+		await admin.setGlobal("max_connections", 1000);
+		await admin.query(`DELETE FROM \`${db.database}\`.runs`);
+		await admin.settleConnections(db.user, 0);
+	});
+
+	afterAll(async () => {
+		await proxy?.close();
+		await admin?.close();
+		await server?.stop();
+	});
+
+	/** Fills the server: max_connections at its smallest (10), and connections of the user until one is refused. */
+	const fillServer = async () => {
+		await admin.setGlobal("max_connections", 10);
+		for (let i = 0; i < 20; i += 1) {
+			try {
+				held.push(await mysql.createConnection(configOf(db)));
+			} catch (error) {
+				expect(error).toMatchObject({ code: "ER_CON_COUNT_ERROR" });
+				return;
+			}
+		}
+		throw new Error("the server never refused a connection");
+	};
+
+	it.each(modes)(
+		"mode %s: retries ER_CON_COUNT_ERROR and is served when another environment's connection closes",
+		async (mode) => {
+			await fillServer();
+			const stats: MysqlConnectionStats[] = [];
+			const handler = handlerWith(
+				{ mode, config: { ...configOf(db), host: proxy.host, port: proxy.port } },
+				stats,
+			);
+			const before = proxy.stats.connections;
+
+			const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
+			await connectsSeen(proxy, before + 2);
+			await held.pop()?.end();
+
+			expect(await result).toEqual({ value: 1 });
+			expect(stats[0]?.connectRetries).toBeGreaterThanOrEqual(1);
+		},
+	);
+
+	it("names max_connections and the retries when the server stays full", async () => {
+		await fillServer();
+		const handler = handlerWith(
+			{ config: configOf(db), connectRetry: { attempts: 2, baseDelay: 1, maxDelay: 1 } },
+			[],
+		);
+
+		const { error } = await outcome(invoke(handler));
+
+		expect(error).toMatchObject({ name: "MiddyConnError", code: "ER_CON_COUNT_ERROR" });
+		expect((error as Error).message).toMatch(/max_connections is reached/);
+		expect((error as Error).message).toMatch(/still refused after 1 retry/);
+	});
+});
