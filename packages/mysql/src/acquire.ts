@@ -14,6 +14,7 @@ import { closedError, connectError } from "./errors.ts";
 import { type Core, coreOf, destroyHard, idleMs, isDead } from "./mysql2-adapter.ts";
 import type { ResolvedConfig, Settings } from "./options.ts";
 import { mayConnect, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
+import { noteServerFull } from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
 /** What every invocation of one middleware shares: its settings and how to reach the server. */
@@ -34,6 +35,8 @@ export interface Lease {
 	readonly pooled: boolean;
 	/** The server's id for the session (undefined with `cancelOnTimeout: false`, or when it could not be read). */
 	readonly sessionId: number | undefined;
+	/** Pool mode: the warm pool it came from. */
+	readonly pool?: WarmPool;
 }
 
 export interface AcquireContext {
@@ -91,11 +94,13 @@ const openConnection = async (context: AcquireContext, resolved: ResolvedConfig)
 	}
 };
 
-const retryScope = (context: AcquireContext): RetryScope => ({
+const retryScope = (context: AcquireContext, pool?: WarmPool): RetryScope => ({
 	signal: context.signal,
 	context: context.request.context,
 	onRetry: () => {
 		context.stats.connectRetries += 1;
+		// A refusal is a reading of the server's load, and a high one (server-pressure.ts).
+		if (pool) noteServerFull(pool.load);
 	},
 });
 
@@ -110,7 +115,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		if (signal.aborted) throw closedError(shared.settings.contextKey);
 		let connection: Connection;
 		try {
-			connection = await withConnectRetry(shared.settings.connectRetry, retryScope(context), () =>
+			connection = await withConnectRetry(shared.settings.connectRetry, retryScope(context, pool), () =>
 				pool.pool.getConnection(),
 			);
 		} catch (error) {
@@ -147,7 +152,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		stats.connectMs = performance.now() - started;
 		stats.connected = fresh;
 		stats.acquired = true;
-		return { connection, core, resolved: pool.resolved, pooled: true, sessionId };
+		return { connection, core, resolved: pool.resolved, pooled: true, sessionId, pool };
 	}
 };
 

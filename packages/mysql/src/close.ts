@@ -7,7 +7,8 @@
 //   connection is given up: destroyed, and its statement stopped on the server (cancel.ts).
 // - A dead connection: destroyed; there is nothing to talk to.
 // - Otherwise the graceful end, which also rolls back whatever is still open: COM_RESET_CONNECTION and release
-//   (pool), QUIT and the server closing the socket (scoped). Both are awaited, so that the session is clean or
+//   (pool; QUIT instead while the server is near full, see server-pressure.ts), QUIT and the server closing the
+//   socket (scoped). Both are awaited, so that the session is clean or
 //   gone before Lambda freezes the process. Bounded by `closeTimeout`; past it the connection is destroyed.
 import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
@@ -15,6 +16,7 @@ import type { Lease } from "./acquire.ts";
 import { commitError, unfinishedError } from "./errors.ts";
 import { isDead, isFatal, socketClosed } from "./mysql2-adapter.ts";
 import type { Settings } from "./options.ts";
+import { loadCheckDue, readLoad } from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
 /** What close needs to know about the connection's use in this invocation. */
@@ -93,23 +95,39 @@ export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<
 // The graceful end, which rolls back an open transaction by itself: COM_RESET_CONNECTION (pool) and the end of
 // the session (scoped) both do, so no separate ROLLBACK round trip is needed.
 const endSession = async (closing: Closing, budget: number): Promise<void> => {
-	const { lease, logger, stats } = closing;
-	if (lease.pooled) {
-		// Reset here, awaited, rather than with mysql2's resetOnRelease, which would run after the invocation
-		// returned (release() does not wait), that is while Lambda has the process frozen.
-		const reset = await settleWithin(lease.connection.reset(), budget);
-		if (!reset.ok) {
-			const code = reset.timedOut ? "TIMEOUT" : (reset.error as { code?: string } | undefined)?.code;
-			logger.warn("@middy-conn/mysql: could not reset the connection; destroyed it instead", { code });
-			closing.giveUp("reset failed");
-			return;
+	const { lease, logger, stats, settings } = closing;
+	if (!lease.pooled) return quit(closing, budget);
+	// At fleet scale a pool stops keeping connections warm while the server is near full (server-pressure.ts).
+	const pressure = settings.serverPressure;
+	const load = lease.pool?.load;
+	if (pressure && load) {
+		if (loadCheckDue(load, pressure)) {
+			const read = await settleWithin(readLoad(lease.connection, load, pressure), budget);
+			if (!read.ok) {
+				closing.giveUp("the server's load could not be read in time");
+				return;
+			}
 		}
-		closing.detach();
-		(lease.connection as unknown as { release(): void }).release();
-		stats.closed = "released";
+		if (load.high) return quit(closing, budget);
+	}
+	// Reset here, awaited, rather than with mysql2's resetOnRelease, which would run after the invocation
+	// returned (release() does not wait), that is while Lambda has the process frozen.
+	const reset = await settleWithin(lease.connection.reset(), budget);
+	if (!reset.ok) {
+		const code = reset.timedOut ? "TIMEOUT" : (reset.error as { code?: string } | undefined)?.code;
+		logger.warn("@middy-conn/mysql: could not reset the connection; destroyed it instead", { code });
+		closing.giveUp("reset failed");
 		return;
 	}
-	// QUIT, then wait for the server to close the socket: the session is gone before Lambda freezes the process.
+	closing.detach();
+	(lease.connection as unknown as { release(): void }).release();
+	stats.closed = "released";
+};
+
+// QUIT, then wait for the server to close the socket: the session is gone before Lambda freezes the process. A
+// pooled connection leaves its pool first (mysql2's `gracefulEnd`, set by resolveConfig in pool mode).
+const quit = async (closing: Closing, budget: number): Promise<void> => {
+	const { lease, stats } = closing;
 	const closed = socketClosed(lease.core);
 	const ended = await settleWithin(
 		lease.connection.end().then(() => closed),

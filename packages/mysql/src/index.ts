@@ -33,6 +33,7 @@ export type {
 } from "./options.ts";
 export { defaultConnectTimeout, defaults, mysqlConnectionValidateOptions } from "./options.ts";
 export { closeMysqlPools } from "./pool-cache.ts";
+export type { ServerPressureOptions } from "./server-pressure.ts";
 export type { MysqlConnectionStats } from "./telemetry.ts";
 
 /** The Lambda context as Middy types it. */

@@ -13,6 +13,11 @@ import {
 } from "@middy-conn/lifecycle";
 import type { PoolOptions, SslOptions } from "mysql2";
 import { type ConnectRetry, type ConnectRetryOptions, connectRetryDefaults } from "./connect-retry.ts";
+import {
+	type ServerPressure,
+	type ServerPressureOptions,
+	serverPressureDefaults,
+} from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
 export const pkg = "@middy-conn/mysql";
@@ -71,6 +76,12 @@ export interface MysqlConnectionOptions<TContextKey extends string = "db"> {
 	 * remaining time. `false`: fail at once. Default `{ attempts: 10, baseDelay: 25, maxDelay: 1000 }`.
 	 */
 	connectRetry?: ConnectRetryOptions | false;
+	/**
+	 * Mode "pool": while the server's connections in use reach `threshold` × max_connections, end each invocation's
+	 * connection instead of keeping it warm (read at most once per `checkInterval` ms, when a connection is given
+	 * back). `false`: always keep them warm. Default `{ threshold: 0.8, checkInterval: 10000 }`.
+	 */
+	serverPressure?: ServerPressureOptions | false;
 	/** `context.waitUntil`: leave this much (ms) of Lambda's remaining time when waiting for background tasks. */
 	waitUntilReserve?: number;
 	/** `context.waitUntil`: wait at most this long (ms) for background tasks. */
@@ -87,6 +98,7 @@ export const defaults = {
 	closeTimeout: 1000,
 	cancelOnTimeout: true,
 	connectRetry: connectRetryDefaults as ConnectRetryOptions | false,
+	serverPressure: serverPressureDefaults as ServerPressureOptions | false,
 	...waitUntilDefaults,
 };
 
@@ -195,6 +207,8 @@ const optionSchema = {
 		cancelOnTimeout: { type: "boolean" },
 		connectRetry: (value: unknown) =>
 			value === false || (value !== null && typeof value === "object" && !Array.isArray(value)),
+		serverPressure: (value: unknown) =>
+			value === false || (value !== null && typeof value === "object" && !Array.isArray(value)),
 		waitUntilReserve: integer(0, maxTimerMs),
 		waitUntilTimeout: integer(0, maxTimerMs),
 	},
@@ -276,6 +290,7 @@ export interface Settings {
 	readonly closeTimeout: number;
 	readonly cancelOnTimeout: boolean;
 	readonly connectRetry: ConnectRetry | false;
+	readonly serverPressure: ServerPressure | false;
 	readonly waitUntilReserve: number;
 	readonly waitUntilTimeout: number;
 }
@@ -333,6 +348,30 @@ export const mysqlConnectionValidateOptions = (options: unknown): Settings => {
 		);
 		connectRetry = { ...connectRetryDefaults, ...merged.connectRetry };
 	}
+	let serverPressure: ServerPressure | false = false;
+	if ((options as MysqlConnectionOptions).serverPressure !== undefined && merged.mode !== "pool") {
+		throw typeError(`Option 'serverPressure' applies to mode "pool" only`);
+	}
+	if (merged.serverPressure !== false) {
+		validate(
+			{
+				type: "object",
+				properties: {
+					serverPressure: {
+						type: "object",
+						properties: {
+							threshold: { type: "number", exclusiveMinimum: 0, maximum: 1 },
+							checkInterval: integer(0, maxTimerMs),
+						},
+						additionalProperties: false,
+					},
+				},
+				additionalProperties: false,
+			},
+			{ serverPressure: merged.serverPressure },
+		);
+		serverPressure = { ...serverPressureDefaults, ...merged.serverPressure };
+	}
 	return {
 		config: merged.config,
 		mode: merged.mode,
@@ -344,6 +383,7 @@ export const mysqlConnectionValidateOptions = (options: unknown): Settings => {
 		closeTimeout: merged.closeTimeout,
 		cancelOnTimeout: merged.cancelOnTimeout,
 		connectRetry,
+		serverPressure,
 		waitUntilReserve: merged.waitUntilReserve,
 		waitUntilTimeout: merged.waitUntilTimeout,
 	};
@@ -416,7 +456,12 @@ export const resolveConfig = async (
 	const driver = fromUri(config as Record<string, unknown>);
 	if (driver.connectTimeout === undefined) driver.connectTimeout = defaultConnectTimeout;
 	if (driver.ssl === "rds") driver.ssl = await rdsSslOptions();
-	if (mode === "pool") driver.resetOnRelease = false;
+	// Pool mode resets each connection itself (close.ts), and ends one with QUIT under server pressure: mysql2's
+	// `gracefulEnd` makes a pooled connection's end() leave the pool and QUIT, instead of releasing it.
+	if (mode === "pool") {
+		driver.resetOnRelease = false;
+		driver.gracefulEnd = true;
+	}
 	// mysql2 allocates a 16000-entry prepared-statement cache per connection and clears all of it on every reset();
 	// here the cache cannot outlive the invocation (scoped: closed; pool: reset), so a small one is enough.
 	if (driver.maxPreparedStatements === undefined) driver.maxPreparedStatements = 64;

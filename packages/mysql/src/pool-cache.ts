@@ -10,6 +10,7 @@ import mysql from "mysql2";
 import type { Pool } from "mysql2/promise";
 import { mayOpenConnection, newConnectionConfig, poolLimits } from "./mysql2-adapter.ts";
 import { isSecretKey, type ResolvedConfig } from "./options.ts";
+import { type LoadReading, newLoadReading } from "./server-pressure.ts";
 
 export interface WarmPool {
 	readonly key: string;
@@ -23,6 +24,8 @@ export interface WarmPool {
 	readonly connectionLimit: number;
 	/** The target and secrets of the config last applied: for errors about this pool's connections. */
 	resolved: ResolvedConfig;
+	/** What the pool knows of its server's load: whether to keep connections warm (server-pressure.ts). */
+	readonly load: LoadReading;
 }
 
 const pools = new Map<string, WarmPool>();
@@ -71,6 +74,7 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 		idleTimeout,
 		connectionLimit,
 		resolved,
+		load: newLoadReading(),
 	};
 	pools.set(key, entry);
 	return entry;

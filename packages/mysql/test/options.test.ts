@@ -43,6 +43,16 @@ const invalid: [string, unknown, string][] = [
 		"Option 'connectRetry.attempts' must be >= 1",
 	],
 	[
+		"serverPressure in scoped mode",
+		{ config, serverPressure: { threshold: 0.5 } },
+		`Option 'serverPressure' applies to mode "pool" only`,
+	],
+	[
+		"serverPressure threshold zero",
+		{ config, mode: "pool", serverPressure: { threshold: 0 } },
+		"Option 'serverPressure.threshold' must be > 0",
+	],
+	[
 		"connectRetry unknown key",
 		{ config, connectRetry: { retries: 3 } },
 		"Unknown option 'connectRetry.retries'",

@@ -1,6 +1,9 @@
-// Connect under pressure: when the server refuses a connect because it is full (max_connections, or the user's
-// own connection limit), the connect is tried again after a jittered wait, bounded by attempts and by the
-// invocation's remaining time, and counted in the stats. Only the connect is ever retried, never a statement.
+// A server that is full, or nearly. Connect under pressure: when the server refuses a connect because it is full
+// (max_connections, or the user's own connection limit), the connect is tried again after a jittered wait,
+// bounded by attempts and by the invocation's remaining time, and counted in the stats. Only the connect is ever
+// retried, never a statement. Pool mode under pressure: while the server's connections in use reach the
+// threshold, a pool ends each invocation's connection instead of keeping it warm (idle while Lambda has the
+// environment frozen, it would hold a slot that another environment needs).
 //
 // The refusals are real: a user whose MAX_USER_CONNECTIONS is taken by a connection the test holds, and a server
 // of the test's own whose max_connections is reached. A TCP proxy in front counts the connects the middleware
@@ -276,5 +279,84 @@ describe("the server's max_connections is reached (a server of this test's own)"
 		expect(error).toMatchObject({ name: "MiddyConnError", code: "ER_CON_COUNT_ERROR" });
 		expect((error as Error).message).toMatch(/max_connections is reached/);
 		expect((error as Error).message).toMatch(/still refused after 1 retry/);
+	});
+
+	describe("pool mode under server pressure", () => {
+		const poolHandler = (stats: MysqlConnectionStats[], extra: Partial<MysqlConnectionOptions> = {}) =>
+			handlerWith(
+				{
+					mode: "pool",
+					config: { ...configOf(db), host: proxy.host, port: proxy.port, connectionLimit: 1 },
+					serverPressure: { threshold: 0.8, checkInterval: 0 },
+					...extra,
+				},
+				stats,
+			);
+
+		/** Holds connections of the user until `count` threads are connected on a server of max_connections 10. */
+		const loadServer = async (count: number) => {
+			await admin.setGlobal("max_connections", 10);
+			while ((await admin.threadsConnected()) < count) held.push(await mysql.createConnection(configOf(db)));
+		};
+
+		it("ends the invocation's connection instead of keeping it warm while the server is near full", async () => {
+			await loadServer(8);
+			const stats: MysqlConnectionStats[] = [];
+			const handler = poolHandler(stats);
+
+			expect(await invoke<number>(handler)).toBe(1);
+
+			expect(stats[0]).toMatchObject({ connected: true, closed: "ended" });
+			// nothing of the pool's is left on the server: only the connections the test holds
+			expect(await admin.settleConnections(db.user, held.length)).toBe(held.length);
+		});
+
+		it("keeps connections warm again once the load has fallen", async () => {
+			await loadServer(8);
+			const stats: MysqlConnectionStats[] = [];
+			const handler = poolHandler(stats);
+			await invoke(handler);
+			await Promise.all(held.splice(0).map((connection) => connection.end()));
+			await admin.settleConnections(db.user, 0);
+
+			await invoke(handler);
+			await invoke(handler);
+
+			expect(stats.map((s) => s.closed)).toEqual(["ended", "released", "released"]);
+			expect(stats.map((s) => s.connected)).toEqual([true, true, false]);
+			expect(await admin.settleConnections(db.user, 1)).toBe(1);
+		});
+
+		it("keeps them warm whatever the load with serverPressure: false", async () => {
+			await loadServer(8);
+			const stats: MysqlConnectionStats[] = [];
+			const handler = poolHandler(stats, { serverPressure: false });
+
+			await invoke(handler);
+
+			expect(stats[0]?.closed).toBe("released");
+			expect(await admin.settleConnections(db.user, held.length + 1)).toBe(held.length + 1);
+		});
+
+		it("takes a refused connect as a reading: the connection it finally got is not kept", async () => {
+			const stats: MysqlConnectionStats[] = [];
+			// a reading is due only once a minute: the first invocation reads a low load and keeps its connection
+			const handler = poolHandler(stats, { serverPressure: { checkInterval: 60_000 } });
+			await invoke(handler);
+			expect(stats[0]?.closed).toBe("released");
+			// the warm connection dies (a failover), and the server fills up meanwhile
+			await admin.killUser(db.user);
+			await admin.settleConnections(db.user, 0);
+			await fillServer();
+			const before = proxy.stats.connections;
+
+			const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
+			await connectsSeen(proxy, before + 2);
+			await held.pop()?.end();
+
+			expect(await result).toEqual({ value: 2 });
+			expect(stats[1]).toMatchObject({ connected: true, closed: "ended" });
+			expect(stats[1]?.connectRetries).toBeGreaterThanOrEqual(1);
+		});
 	});
 });
