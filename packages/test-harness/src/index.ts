@@ -1,6 +1,7 @@
 export * from "./bundle-handler.ts";
 export * from "./execution-environment.ts";
 export * from "./execution-environment-managed.ts";
+export * from "./execution-environment-workers.ts";
 export * from "./http-server.ts";
 export * from "./lambda-events.ts";
 export * from "./lambda-streaming.ts";
