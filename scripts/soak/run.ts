@@ -147,7 +147,7 @@ class Restarts {
 }
 
 /** Codes that name what went wrong: the middlewares', the driver's, the network's. */
-const KNOWN_CODE = /^(MIDDY_CONN_|HTTP_POOL_|ER_|PROTOCOL_|UND_ERR_|E[A-Z]+$)/;
+const KNOWN_CODE = /^(MIDDY_CONN_|ER_|PROTOCOL_|UND_ERR_|E[A-Z]+$)/;
 const KNOWN_NAMES = new Set(["TimeoutError", "SoakFault", "InvalidEvent", "AccountNotFound"]);
 
 /** The code of a failure, as the caller (or a streaming client) saw it; undefined when it has none known. */

@@ -1,24 +1,24 @@
 // The errors this package raises, each with a stable `code`.
 import { lifecycleErrorCodes, MiddyConnError } from "@middy-conn/lifecycle";
-import { packageName } from "./options.ts";
+import { pkg } from "./options.ts";
 
 export const errorCodes = {
 	/** A non-idempotent request failed on the network and provably never left this process: retrying is safe. */
-	notSent: "HTTP_POOL_REQUEST_NOT_SENT",
+	notSent: "MIDDY_CONN_HTTP_REQUEST_NOT_SENT",
 	/**
 	 * A non-idempotent request failed on the network after its bytes were handed to the socket and before any
 	 * response byte: the server may have received and processed it. Retrying is unsafe unless the request carries
 	 * an idempotency key the server honours.
 	 */
-	mayHaveBeenSent: "HTTP_POOL_REQUEST_MAY_HAVE_BEEN_SENT",
+	mayHaveBeenSent: "MIDDY_CONN_HTTP_REQUEST_MAY_HAVE_BEEN_SENT",
 	/** The invocation ended (returned, failed, timed out) while the request was open: it was aborted or discarded. */
-	invocationEnded: "HTTP_POOL_INVOCATION_ENDED",
+	invocationEnded: "MIDDY_CONN_HTTP_INVOCATION_ENDED",
 	/** A background task was still running at the wait deadline, and its requests were aborted. */
 	deadline: lifecycleErrorCodes.taskDeadline,
 	/** A request without `origin` on a dispatcher configured without one. */
-	originRequired: "HTTP_POOL_ORIGIN_REQUIRED",
+	originRequired: "MIDDY_CONN_HTTP_ORIGIN_REQUIRED",
 	/** A request for another origin than the one the dispatcher was configured for. */
-	originMismatch: "HTTP_POOL_ORIGIN_MISMATCH",
+	originMismatch: "MIDDY_CONN_HTTP_ORIGIN_MISMATCH",
 } as const;
 
 export const httpPoolError = (
@@ -27,4 +27,4 @@ export const httpPoolError = (
 	cause?: unknown,
 	details?: Record<string, unknown>,
 ): MiddyConnError =>
-	new MiddyConnError(message, { package: packageName, code, cause, ...(details ? { details } : {}) });
+	new MiddyConnError(message, { package: pkg, code, cause, ...(details ? { details } : {}) });

@@ -5,7 +5,7 @@ import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@mi
 import type { Context } from "aws-lambda";
 import type { Dispatcher } from "undici";
 import { HttpInvocation } from "./invocation.ts";
-import { type HttpPoolOptions, packageName, resolveOptions } from "./options.ts";
+import { type HttpPoolOptions, httpPoolValidateOptions, pkg } from "./options.ts";
 import { dispatcherKey, sharedDispatcher } from "./shared-dispatcher.ts";
 import type { HttpPoolStats } from "./telemetry.ts";
 
@@ -43,11 +43,11 @@ export type HttpPoolMiddleware = MiddlewareObj<unknown, unknown, Error, Context 
 };
 
 export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
-	const options = resolveOptions(opts);
+	const options = httpPoolValidateOptions(opts);
 	const logger = safeLogger(options.logger);
 	if (options.connect.rejectUnauthorized === false) {
 		logger.warn(
-			`${packageName}: connect.rejectUnauthorized is false: TLS certificates are NOT verified. Pass connect.ca instead to trust a private CA`,
+			`${pkg}: connect.rejectUnauthorized is false: TLS certificates are NOT verified. Pass connect.ca instead to trust a private CA`,
 		);
 	}
 	const key = dispatcherKey(options);
@@ -62,7 +62,7 @@ export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 	};
 	// Where this middleware keeps its handle on the invocation's requests, on the request (one symbol per
 	// middleware instance, as @middy-conn/mysql does).
-	const slot = Symbol(`${packageName}:${options.contextKey}`);
+	const slot = Symbol(`${pkg}:${options.contextKey}`);
 	type WithSlot = Request & { [slot]?: ResourceHandle };
 
 	// Registers the invocation's dispatcher with the invocation, whose teardown closes it on every path (after
@@ -82,7 +82,7 @@ export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 
 	const httpPoolMiddlewareOnError = (request: Request) =>
 		(request as WithSlot)[slot]?.end()?.catch((error: unknown) => {
-			logger.warn(`${packageName}: cleanup failed`, { error });
+			logger.warn(`${pkg}: cleanup failed`, { error });
 		});
 
 	const middleware = {

@@ -19,7 +19,7 @@ import {
 import type { Dispatcher } from "undici";
 import { errorCodes, httpPoolError } from "./errors.ts";
 import { InvocationDispatcher } from "./invocation-dispatcher.ts";
-import { packageName, type ResolvedOptions } from "./options.ts";
+import { pkg, type ResolvedOptions } from "./options.ts";
 import { RequestTracker } from "./request-tracker.ts";
 import { emptyStats, type HttpPoolStats } from "./telemetry.ts";
 
@@ -36,7 +36,7 @@ const describeEnd = (end: InvocationEnd): string =>
 				: "failed";
 
 export class HttpInvocation implements InvocationResource {
-	readonly name = packageName;
+	readonly name = pkg;
 	readonly dispatcher: InvocationDispatcher;
 	readonly #invocation: Invocation;
 	readonly #request: Request;
@@ -104,12 +104,12 @@ export class HttpInvocation implements InvocationResource {
 				const { waiting } = await this.#tracker.cleanUp(ended(), waitMs);
 				if (waiting > 0) {
 					this.#logger.warn(
-						`${packageName}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
+						`${pkg}: ${waiting} request(s) still waiting for a response when the invocation ${describeEnd(end)} were aborted; await them, or hand them to context.waitUntil`,
 					);
 				}
 			}
 		} catch (error) {
-			this.#logger.error(`${packageName}: cleanup at the end of the invocation failed`, { error });
+			this.#logger.error(`${pkg}: cleanup at the end of the invocation failed`, { error });
 		}
 		await this.#report();
 	}
@@ -145,7 +145,7 @@ export class HttpInvocation implements InvocationResource {
 	async #reportNow(): Promise<void> {
 		const stats = this.stats();
 		if (this.#options.logStats) {
-			this.#logger.info(`${packageName}: invocation stats`, {
+			this.#logger.info(`${pkg}: invocation stats`, {
 				contextKey: this.#options.contextKey,
 				origin: this.#options.origin,
 				...stats,
@@ -155,7 +155,7 @@ export class HttpInvocation implements InvocationResource {
 		try {
 			await this.#options.onStats(stats, this.#request);
 		} catch (error) {
-			this.#logger.warn(`${packageName}: onStats threw`, { error });
+			this.#logger.warn(`${pkg}: onStats threw`, { error });
 		}
 	}
 }

@@ -14,7 +14,7 @@ import {
 import type { Dispatcher } from "undici";
 import type { HttpPoolStats } from "./telemetry.ts";
 
-export const packageName = "@middy-conn/http-pool";
+export const pkg = "@middy-conn/http-pool";
 
 /** undici's connect options: TLS (`ca`, `cert`, `key`, `servername`, `rejectUnauthorized`, ...) and TCP ones. */
 export type HttpPoolConnectOptions = ConnectionOptions & {
@@ -144,7 +144,7 @@ export const defaults = {
 } satisfies ResolvedOptions;
 
 const fail = (message: string): never => {
-	throw new TypeError(message, { cause: { package: packageName } });
+	throw new TypeError(message, { cause: { package: pkg } });
 };
 
 const isPlainObject = (value: unknown): value is Record<string, unknown> =>
@@ -208,7 +208,7 @@ const checkOrigin = (origin: string): string => {
 		throw new TypeError(
 			`Option 'origin' must be an http(s) URL origin such as https://api.example.com, got ${shown}`,
 			{
-				cause: { package: packageName, error: cause },
+				cause: { package: pkg, error: cause },
 			},
 		);
 	}
@@ -270,9 +270,9 @@ const checkConnect = (connect: Record<string, unknown>) => {
 };
 
 /** Validates the options (TypeError naming the option) and fills in the defaults. */
-export const resolveOptions = (options: HttpPoolOptions = {}): ResolvedOptions => {
+export const httpPoolValidateOptions = (options: HttpPoolOptions = {}): ResolvedOptions => {
 	if (!isPlainObject(options)) fail("httpPool options must be an object");
-	validateOptions(packageName, schema, { ...options, retry: undefined, logger: undefined });
+	validateOptions(pkg, schema, { ...options, retry: undefined, logger: undefined });
 
 	const origin = options.origin === undefined ? undefined : checkOrigin(options.origin);
 	if (options.connect !== undefined) checkConnect(options.connect as Record<string, unknown>);
@@ -287,7 +287,7 @@ export const resolveOptions = (options: HttpPoolOptions = {}): ResolvedOptions =
 			fail("Option 'retry' must be false or an object { maxRetries, minTimeout, maxTimeout, timeoutFactor }");
 		}
 		// Nested keys are reported with their full path, like `retry.maxRetries`.
-		validateOptions(packageName, retrySchema, { retry: options.retry });
+		validateOptions(pkg, retrySchema, { retry: options.retry });
 		retry = { ...retryDefaults, ...withoutUndefined(options.retry as Record<string, unknown>) };
 	}
 

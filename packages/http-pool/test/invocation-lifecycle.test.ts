@@ -755,7 +755,7 @@ describe("3. nothing opened after teardown began is left open", () => {
 		{ when: "sent after the onError threw", inFlight: false, withStats: true, observed: "onStats" },
 		{ when: "sent after the onError threw", inFlight: false, withStats: false, observed: "no onStats" },
 	])(
-		"after an onError threw, a background task's request $when fails with HTTP_POOL_INVOCATION_ENDED, the task is reported aborted, and no socket is left open ($observed)",
+		"after an onError threw, a background task's request $when fails with MIDDY_CONN_HTTP_INVOCATION_ENDED, the task is reported aborted, and no socket is left open ($observed)",
 		async ({ inFlight, withStats }) => {
 			const { middleware, reports, logger } = setup({ connections: 4 }, withStats);
 			let threw = false;

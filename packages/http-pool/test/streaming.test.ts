@@ -1,6 +1,6 @@
 // Response streaming (Middy's executionModeStreamifyResponse): Middy runs the `after`s before the body is written,
 // and the invocation lasts until the body has ended. A partner's body proxied through context.http keeps its
-// request open until its last byte: nothing is aborted under it (no HTTP_POOL_INVOCATION_ENDED), its socket goes
+// request open until its last byte: nothing is aborted under it (no MIDDY_CONN_HTTP_INVOCATION_ENDED), its socket goes
 // back to the warm pool, the background tasks are awaited after the body, and a body that fails (the partner's, or
 // the response stream to the runtime) still tears the invocation down with no socket left open.
 import { createHash } from "node:crypto";

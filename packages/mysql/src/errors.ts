@@ -6,6 +6,20 @@
 import { MiddyConnError } from "@middy-conn/lifecycle";
 import { describeTarget, pkg, type Target } from "./options.ts";
 
+/** The codes of the errors this package raises itself (connection problems keep mysql2's code). */
+export const errorCodes = {
+	/** A statement still running when the middleware stopped it: Middy's timeout, or the tasks' deadline. */
+	interrupted: "MIDDY_CONN_MYSQL_INTERRUPTED",
+	/** A statement still running when the middleware gave the connection up for another reason. */
+	destroyed: "MIDDY_CONN_MYSQL_DESTROYED",
+	/** With `transaction: true`: work was still in flight when the invocation ended; nothing was committed. */
+	unfinished: "MIDDY_CONN_MYSQL_UNFINISHED",
+	/** `context.db` used after its invocation ended. */
+	closed: "MIDDY_CONN_MYSQL_CLOSED",
+	/** `beginTransaction()` with the `transaction` option. */
+	transactionManaged: "MIDDY_CONN_MYSQL_TRANSACTION_MANAGED",
+} as const;
+
 const codeOf = (error: unknown): string | undefined => {
 	const code = (error as { code?: unknown } | null | undefined)?.code;
 	return typeof code === "string" ? code : undefined;
@@ -95,7 +109,7 @@ export const connectionLostError = (
 export const closedError = (contextKey: string): MiddyConnError =>
 	new MiddyConnError(
 		`context.${contextKey} was used after its invocation ended and its connection was closed. Register mysqlConnection() before the middlewares that use context.${contextKey} in their after/onError (Middy runs those in reverse order), and do not use it after a timeout`,
-		{ package: pkg, code: "MIDDY_CONN_MYSQL_CLOSED" },
+		{ package: pkg, code: errorCodes.closed },
 	);
 
 /** COMMIT of the invocation's transaction failed: the invocation must fail. */
@@ -116,7 +130,7 @@ export const commitError = (
 export const managedTransactionError = (): MiddyConnError =>
 	new MiddyConnError(
 		"The transaction option is on: the middleware begins the transaction before the first statement, commits on success and rolls back otherwise. Do not call beginTransaction() (commit() and rollback() end the current transaction early)",
-		{ package: pkg, code: "MIDDY_CONN_MYSQL_TRANSACTION_MANAGED" },
+		{ package: pkg, code: errorCodes.transactionManaged },
 	);
 
 const targetDetails = (target: Target) => ({
@@ -129,12 +143,12 @@ const targetDetails = (target: Target) => ({
 export const unfinishedError = (target: Target): MiddyConnError =>
 	new MiddyConnError(
 		`The invocation's transaction on ${describeTarget(target)} was rolled back, not committed: a statement or request of the invocation was still in flight when it ended (the handler had not finished, e.g. a timeoutEarlyResponse answered for it)`,
-		{ package: pkg, code: "MIDDY_CONN_MYSQL_UNFINISHED", details: targetDetails(target) },
+		{ package: pkg, code: errorCodes.unfinished, details: targetDetails(target) },
 	);
 
 /** Middy's early timeout (or the background tasks' deadline) stopped a statement that was still running. */
 export const interruptedError = (cause: unknown): MiddyConnError =>
 	new MiddyConnError(
 		"The statement was stopped when the invocation timed out (or its background tasks reached their deadline); it may or may not have been applied, and an open transaction was rolled back",
-		{ package: pkg, code: "MIDDY_CONN_MYSQL_INTERRUPTED", cause },
+		{ package: pkg, code: errorCodes.interrupted, cause },
 	);

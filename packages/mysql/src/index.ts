@@ -24,6 +24,7 @@ import {
 export type { BackgroundTask, WaitUntil } from "@middy-conn/lifecycle";
 export { MiddyConnError } from "@middy-conn/lifecycle";
 export type { ConnectRetryOptions } from "./connect-retry.ts";
+export { errorCodes } from "./errors.ts";
 export type { InvocationDb } from "./invocation-db.ts";
 export type {
 	IsolationLevel,

@@ -20,7 +20,13 @@ import type { Connection, FieldPacket, QueryResult } from "mysql2/promise";
 import { type AcquireContext, acquire, connect, type Lease, type Shared } from "./acquire.ts";
 import { killSession } from "./cancel.ts";
 import { type Closing, closeLease } from "./close.ts";
-import { closedError, connectionLostError, interruptedError, managedTransactionError } from "./errors.ts";
+import {
+	closedError,
+	connectionLostError,
+	errorCodes,
+	interruptedError,
+	managedTransactionError,
+} from "./errors.ts";
 import { commandInFlight, destroyHard, failCommandInFlight, isDead, isFatal } from "./mysql2-adapter.ts";
 import { pkg } from "./options.ts";
 import { type MysqlConnectionStats, newStats, reportStats } from "./telemetry.ts";
@@ -325,7 +331,7 @@ export class InvocationConnection implements InvocationResource {
 			typeof reason === "string"
 				? new MiddyConnError(`MySQL connection destroyed: ${reason}`, {
 						package: pkg,
-						code: "MIDDY_CONN_MYSQL_DESTROYED",
+						code: errorCodes.destroyed,
 					})
 				: reason;
 		this.#lost ??= error instanceof MiddyConnError ? error : interruptedError(error);

@@ -14,6 +14,7 @@ import type { Socket } from "node:net";
 import { MiddyConnError } from "@middy-conn/lifecycle";
 import type { Connection as CoreConnection } from "mysql2";
 import type { Connection, Pool } from "mysql2/promise";
+import { errorCodes } from "./errors.ts";
 import { pkg } from "./options.ts";
 
 /** mysql2's core (callback) connection, behind a promise connection. */
@@ -54,7 +55,7 @@ export const destroyHard = (core: Core, reason: Error | string): void => {
 		typeof reason === "string"
 			? new MiddyConnError(`MySQL connection destroyed: ${reason}`, {
 					package: pkg,
-					code: "MIDDY_CONN_MYSQL_DESTROYED",
+					code: errorCodes.destroyed,
 				})
 			: reason,
 	);
