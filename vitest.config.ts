@@ -1,18 +1,21 @@
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
-const src = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
+const src = (name: string, entry = "index") =>
+	fileURLToPath(new URL(`./packages/${name}/src/${entry}.ts`, import.meta.url));
 
 // One config for the packages and the examples. Tests import the workspace packages from source, so a test run
 // never depends on a stale build; the packed-install test is the one that exercises the published dist.
 export default defineConfig({
 	resolve: {
-		alias: {
-			"@middy-conn/lifecycle": src("lifecycle"),
-			"@middy-conn/http-pool": src("http-pool"),
-			"@middy-conn/mysql": src("mysql"),
-			"@middy-conn/test-harness": src("test-harness"),
-		},
+		// Exact names: `@middy-conn/lifecycle/internal` must not be read as `@middy-conn/lifecycle` + "/internal".
+		alias: [
+			{ find: /^@middy-conn\/lifecycle$/, replacement: src("lifecycle") },
+			{ find: /^@middy-conn\/lifecycle\/internal$/, replacement: src("lifecycle", "internal") },
+			{ find: /^@middy-conn\/http-pool$/, replacement: src("http-pool") },
+			{ find: /^@middy-conn\/mysql$/, replacement: src("mysql") },
+			{ find: /^@middy-conn\/test-harness$/, replacement: src("test-harness") },
+		],
 	},
 	test: {
 		include: ["packages/*/test/**/*.test.ts", "examples/*/test/**/*.test.ts", "test/**/*.test.ts"],

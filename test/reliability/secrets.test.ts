@@ -530,7 +530,7 @@ describe("httpPool(): a credential in the query string", () => {
 	});
 
 	// http-pool names a non-idempotent request that failed on the network by its method, origin and path, without
-	// the query string (HTTP_POOL_REQUEST_NOT_SENT and HTTP_POOL_REQUEST_MAY_HAVE_BEEN_SENT reach log lines).
+	// the query string (MIDDY_CONN_HTTP_REQUEST_NOT_SENT and MIDDY_CONN_HTTP_REQUEST_MAY_HAVE_BEEN_SENT reach log lines).
 	it.each([
 		["never sent (a closed port)", () => `https://127.0.0.1:${closedPort}`, withKey],
 		["maybe sent (reset before any response)", () => partner.origin, `/reset?api_key=${API_KEY}`],

@@ -142,7 +142,7 @@ describe("httpPool(): configs that reach nothing", () => {
 		[
 			"a closed port, POST (never sent, so safe to retry)",
 			() => [`https://127.0.0.1:${closedPort}`, {}, "POST"],
-			{ code: "HTTP_POOL_REQUEST_NOT_SENT", retrySafe: true, cause: { code: "ECONNREFUSED" } },
+			{ code: "MIDDY_CONN_HTTP_REQUEST_NOT_SENT", retrySafe: true, cause: { code: "ECONNREFUSED" } },
 		],
 		[
 			"a server that never completes the TLS handshake",

@@ -2,6 +2,7 @@
 // really arrives. See README.md for the options and the Lambda lifecycle they are chosen for.
 import type { MiddlewareObj, Request } from "@middy/core";
 import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
+import { unverifiedTlsWarning } from "@middy-conn/lifecycle/internal";
 import type { Context } from "aws-lambda";
 import type { Dispatcher } from "undici";
 import { HttpInvocation } from "./invocation.ts";
@@ -45,11 +46,12 @@ export type HttpPoolMiddleware = MiddlewareObj<unknown, unknown, Error, Context 
 export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 	const options = httpPoolValidateOptions(opts);
 	const logger = safeLogger(options.logger);
-	if (options.connect.rejectUnauthorized === false) {
-		logger.warn(
-			`${pkg}: connect.rejectUnauthorized is false: TLS certificates are NOT verified. Pass connect.ca instead to trust a private CA`,
-		);
-	}
+	unverifiedTlsWarning(
+		logger,
+		pkg,
+		"connect",
+		"Pass connect.ca instead to trust a private CA",
+	)(options.connect);
 	const key = dispatcherKey(options);
 	// Created now, at cold start, so that every invocation finds it; re-created if someone closed it.
 	sharedDispatcher(key, options);

@@ -16,6 +16,7 @@ import {
 	type Logger,
 	remainingTimeInMillis,
 } from "@middy-conn/lifecycle";
+import { reportStats } from "@middy-conn/lifecycle/internal";
 import type { Dispatcher } from "undici";
 import { errorCodes, httpPoolError } from "./errors.ts";
 import { InvocationDispatcher } from "./invocation-dispatcher.ts";
@@ -142,20 +143,11 @@ export class HttpInvocation implements InvocationResource {
 		return this.#reportNow();
 	}
 
-	async #reportNow(): Promise<void> {
-		const stats = this.stats();
-		if (this.#options.logStats) {
-			this.#logger.info(`${pkg}: invocation stats`, {
-				contextKey: this.#options.contextKey,
-				origin: this.#options.origin,
-				...stats,
-			});
-		}
-		if (!this.#options.onStats) return;
-		try {
-			await this.#options.onStats(stats, this.#request);
-		} catch (error) {
-			this.#logger.warn(`${pkg}: onStats threw`, { error });
-		}
+	#reportNow(): Promise<void> {
+		const { logStats, onStats, contextKey, origin } = this.#options;
+		return reportStats(pkg, { logger: this.#logger, logStats, onStats }, this.stats(), this.#request, {
+			contextKey,
+			origin,
+		});
 	}
 }

@@ -3,14 +3,8 @@
 import type { ConnectionOptions } from "node:tls";
 import type { Request } from "@middy/core";
 import { type OptionSchema, validateOptions } from "@middy/util";
-import {
-	isLogger,
-	type LoggerOption,
-	maxTimerMs,
-	reservedContextKeys,
-	tlsOptionNames,
-	waitUntilDefaults,
-} from "@middy-conn/lifecycle";
+import { type LoggerOption, waitUntilDefaults } from "@middy-conn/lifecycle";
+import { isLogger, maxTimerMs, reservedContextKeys, tlsOptionNames } from "@middy-conn/lifecycle/internal";
 import type { Dispatcher } from "undici";
 import type { HttpPoolStats } from "./telemetry.ts";
 

@@ -1,4 +1,5 @@
 // Drain: the requests an invocation has open, and what its end does with them.
+import { settleWithin } from "@middy-conn/lifecycle";
 import type { Dispatcher } from "undici";
 import type { HttpPoolStats } from "./telemetry.ts";
 import { TrackedRequest } from "./tracked-request.ts";
@@ -89,16 +90,7 @@ export class RequestTracker {
 			if (outcome) this.#stats.leftovers[outcome]++;
 		}
 		const drains = open.map((tracked) => tracked.settled);
-		if (waitMs > 0) {
-			let timer: NodeJS.Timeout | undefined;
-			await Promise.race([
-				Promise.all(drains),
-				new Promise((resolve) => {
-					timer = setTimeout(resolve, waitMs);
-				}),
-			]);
-			clearTimeout(timer);
-		}
+		if (waitMs > 0) await settleWithin(Promise.all(drains), waitMs);
 		// A drain that could not finish in time closes its socket instead: nothing may outlive the invocation.
 		for (const tracked of open) {
 			if (tracked.phase === "done") continue;

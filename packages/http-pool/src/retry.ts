@@ -12,6 +12,8 @@
 //   when it cannot be known (an interceptor dropped our option), the request is treated as sent;
 // - bounded (`maxRetries`), and the first replay does not wait: a stale socket is a property of that socket, and
 //   the replay goes out on a fresh one at once.
+
+import { codeOf } from "@middy-conn/lifecycle/internal";
 import type { Dispatcher } from "undici";
 import { interceptors } from "undici";
 import { errorCodes, httpPoolError } from "./errors.ts";
@@ -55,11 +57,6 @@ export interface WireState {
 	/** The response has started: the caller has seen its status and maybe part of its body. */
 	readonly responseStarted: boolean;
 }
-
-const codeOf = (error: unknown): string | undefined => {
-	const code = (error as { code?: unknown } | null | undefined)?.code;
-	return typeof code === "string" ? code : undefined;
-};
 
 export const isNetworkError = (error: unknown): boolean => networkErrorCodes.has(codeOf(error) ?? "");
 

@@ -12,7 +12,8 @@ export interface MiddyConnErrorOptions {
 	secrets?: ReadonlyArray<string | undefined | null>;
 }
 
-const codeOf = (error: unknown): string | undefined => {
+/** An error's `code`, when it has a string one (Node's, a driver's, ours). */
+export const codeOf = (error: unknown): string | undefined => {
 	const code = (error as { code?: unknown } | null | undefined)?.code;
 	return typeof code === "string" ? code : undefined;
 };

@@ -24,39 +24,6 @@ export const reservedContextKeys: readonly string[] = [
 	"constructor",
 ];
 
-/**
- * Option names of tls.connect and tls.createSecureContext, for checking TLS settings a user passes through to a
- * driver: an unknown key there is a typo (`rejectUnauthorised`), and a silent typo is how verification gets lost.
- */
-export const tlsOptionNames: readonly string[] = [
-	"ca",
-	"cert",
-	"key",
-	"pfx",
-	"passphrase",
-	"crl",
-	"servername",
-	"rejectUnauthorized",
-	"checkServerIdentity",
-	"allowPartialTrustChain",
-	"minVersion",
-	"maxVersion",
-	"ciphers",
-	"ecdhCurve",
-	"sigalgs",
-	"honorCipherOrder",
-	"secureOptions",
-	"secureProtocol",
-	"secureContext",
-	"session",
-	"ALPNProtocols",
-	"requestOCSP",
-	"pskCallback",
-	"enableTrace",
-	"privateKeyEngine",
-	"privateKeyIdentifier",
-];
-
 /** The background tasks' limits (`context.waitUntil`), the same for every middleware that offers them. */
 export const waitUntilDefaults = {
 	/** Leave this much (ms) of Lambda's remaining time for the rest of the invocation's teardown. */

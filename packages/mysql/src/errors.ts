@@ -4,6 +4,7 @@
 //
 // Errors of the SQL itself (a duplicate key, a syntax error) are the application's and pass through untouched.
 import { MiddyConnError } from "@middy-conn/lifecycle";
+import { codeOf } from "@middy-conn/lifecycle/internal";
 import { describeTarget, pkg, type Target } from "./options.ts";
 
 /** The codes of the errors this package raises itself (connection problems keep mysql2's code). */
@@ -19,11 +20,6 @@ export const errorCodes = {
 	/** `beginTransaction()` with the `transaction` option. */
 	transactionManaged: "MIDDY_CONN_MYSQL_TRANSACTION_MANAGED",
 } as const;
-
-const codeOf = (error: unknown): string | undefined => {
-	const code = (error as { code?: unknown } | null | undefined)?.code;
-	return typeof code === "string" ? code : undefined;
-};
 
 const messageOf = (error: unknown): string =>
 	error instanceof Error ? error.message : typeof error === "string" ? error : "unknown error";

@@ -10,6 +10,7 @@
 // then read a stale snapshot and miss rows that other functions have committed (seed 003).
 import type { MiddlewareObj, Request } from "@middy/core";
 import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
+import { unverifiedTlsWarning } from "@middy-conn/lifecycle/internal";
 import type { Shared } from "./acquire.ts";
 import { InvocationConnection, type InvocationDb } from "./invocation-db.ts";
 import {
@@ -59,15 +60,12 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 	const logger = safeLogger(settings.logger);
 	// Certificate verification is never switched off silently: said once, when it is seen (at cold start for an
 	// object config, at the first connect for a config function or a uri's ssl parameter).
-	let warnedUnverified = false;
-	const warnIfUnverified = (ssl: unknown) => {
-		if (warnedUnverified || (ssl as { rejectUnauthorized?: unknown } | null)?.rejectUnauthorized !== false)
-			return;
-		warnedUnverified = true;
-		logger.warn(
-			`${pkg}: ssl.rejectUnauthorized is false: the server's TLS certificate is NOT verified. Pass ssl.ca (or ssl: "rds") to trust its CA instead`,
-		);
-	};
+	const warnIfUnverified = unverifiedTlsWarning(
+		logger,
+		pkg,
+		"ssl",
+		'Pass ssl.ca (or ssl: "rds") to trust the server\'s CA instead',
+	);
 	if (typeof config !== "function") warnIfUnverified(config.ssl);
 	const checked = (config: Promise<ResolvedConfig>) =>
 		config.then((ready) => {

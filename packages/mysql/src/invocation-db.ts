@@ -29,7 +29,7 @@ import {
 } from "./errors.ts";
 import { commandInFlight, destroyHard, failCommandInFlight, isDead, isFatal } from "./mysql2-adapter.ts";
 import { pkg } from "./options.ts";
-import { type MysqlConnectionStats, newStats, reportStats } from "./telemetry.ts";
+import { type MysqlConnectionStats, newStats, reportMysqlStats } from "./telemetry.ts";
 
 export type { Shared } from "./acquire.ts";
 
@@ -353,7 +353,7 @@ export class InvocationConnection implements InvocationResource {
 		this.#reported = true;
 		const { settings, logger } = this.#shared;
 		if (!settings.onStats && !settings.logStats) return undefined;
-		return reportStats(
+		return reportMysqlStats(
 			{ logger, logStats: settings.logStats, onStats: settings.onStats },
 			this.#stats,
 			this.#request,

@@ -3,14 +3,8 @@
 import { isIP } from "node:net";
 import type { Request } from "@middy/core";
 import { validateOptions } from "@middy/util";
-import {
-	isLogger,
-	type LoggerOption,
-	maxTimerMs,
-	reservedContextKeys,
-	tlsOptionNames,
-	waitUntilDefaults,
-} from "@middy-conn/lifecycle";
+import { type LoggerOption, waitUntilDefaults } from "@middy-conn/lifecycle";
+import { isLogger, maxTimerMs, reservedContextKeys, tlsOptionNames } from "@middy-conn/lifecycle/internal";
 import type { PoolOptions, SslOptions } from "mysql2";
 import { type ConnectRetry, type ConnectRetryOptions, connectRetryDefaults } from "./connect-retry.ts";
 import {

@@ -1,7 +1,8 @@
 // What one invocation's connection did, reported once when it ends: to `onStats`, and as one structured log line
 // with `logStats`. Nothing here ever holds a secret: only counts, times and outcomes.
 import type { Request } from "@middy/core";
-import type { Logger } from "@middy-conn/lifecycle";
+import { reportStats, type StatsSink } from "@middy-conn/lifecycle/internal";
+import { pkg } from "./options.ts";
 
 export interface MysqlConnectionStats {
 	mode: "scoped" | "pool";
@@ -32,24 +33,10 @@ export const newStats = (mode: "scoped" | "pool"): MysqlConnectionStats => ({
 	closed: "none",
 });
 
-export interface StatsSink {
-	readonly logger: Logger;
-	readonly logStats: boolean;
-	readonly onStats: ((stats: MysqlConnectionStats, request: Request) => unknown) | undefined;
-}
-
-/** Hands the stats to the hook and the log. A failing hook is logged: telemetry never fails an invocation. */
-export const reportStats = async (
-	sink: StatsSink,
+/** Hands the stats to the hook and the log (`@middy-conn/mysql: invocation stats`). */
+export const reportMysqlStats = (
+	sink: StatsSink<MysqlConnectionStats>,
 	stats: MysqlConnectionStats,
 	request: Request,
-): Promise<void> => {
-	const snapshot = { ...stats, connectMs: Math.round(stats.connectMs * 1000) / 1000 };
-	if (sink.logStats) sink.logger.info("@middy-conn/mysql invocation", snapshot);
-	if (!sink.onStats) return;
-	try {
-		await sink.onStats(snapshot, request);
-	} catch (error) {
-		sink.logger.warn("@middy-conn/mysql onStats threw; ignored", { error: String(error) });
-	}
-};
+): Promise<void> =>
+	reportStats(pkg, sink, { ...stats, connectMs: Math.round(stats.connectMs * 1000) / 1000 }, request);

@@ -98,7 +98,9 @@ describe("telemetry", () => {
 			transaction: "committed",
 			closed: "ended",
 		});
-		expect(lines).toEqual([{ level: "info", message: "@middy-conn/mysql invocation", extra: [stats[0]] }]);
+		expect(lines).toEqual([
+			{ level: "info", message: "@middy-conn/mysql: invocation stats", extra: [stats[0]] },
+		]);
 	});
 
 	it("does not fail the invocation when onStats or the logger throws", async () => {

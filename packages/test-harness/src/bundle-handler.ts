@@ -7,6 +7,7 @@
 import { dirname, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build, type Plugin } from "esbuild";
+import { workspaceSourceUrl } from "./workspace-sources.ts";
 
 export interface BundleOptions {
 	/** The handler's source, e.g. examples/orders-api/handler.ts. */
@@ -32,8 +33,6 @@ export interface Bundle {
 export const COMMONJS_BANNER =
 	'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);';
 
-const repositoryRoot = fileURLToPath(new URL("../../../", import.meta.url));
-
 /**
  * In this repository the examples depend on `@middy-conn/*` as `workspace:^`, whose `exports` point at a `dist/`
  * that a fresh clone has not built. esbuild reads TypeScript, so it takes the packages' source instead: the same
@@ -43,9 +42,10 @@ const repositoryRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const workspaceSources: Plugin = {
 	name: "middy-conn-workspace-sources",
 	setup(pluginBuild) {
-		pluginBuild.onResolve({ filter: /^@middy-conn\/(lifecycle|http-pool|mysql)$/ }, (args) => ({
-			path: `${repositoryRoot}packages/${args.path.slice("@middy-conn/".length)}/src/index.ts`,
-		}));
+		pluginBuild.onResolve({ filter: /^@middy-conn\/(lifecycle|http-pool|mysql)(\/[a-z-]+)?$/ }, (args) => {
+			const source = workspaceSourceUrl(args.path);
+			return source ? { path: fileURLToPath(source) } : undefined;
+		});
 	},
 };
 

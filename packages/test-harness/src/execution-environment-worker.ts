@@ -16,6 +16,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import type { Context } from "aws-lambda";
 import type { SerializedError } from "./execution-environment.ts";
 import { createLambdaContext } from "./lambda-events.ts";
+import { workspaceSourceUrl } from "./workspace-sources.ts";
 
 /** Parent to worker. */
 export type ToWorker =
@@ -42,8 +43,8 @@ type Handler = (event: unknown, context: Context) => unknown;
 
 registerHooks({
 	resolve(specifier, context, nextResolve) {
-		const name = /^@middy-conn\/([a-z-]+)$/.exec(specifier)?.[1];
-		if (name) return { url: new URL(`../../${name}/src/index.ts`, import.meta.url).href, shortCircuit: true };
+		const source = workspaceSourceUrl(specifier);
+		if (source) return { url: source.href, shortCircuit: true };
 		return nextResolve(specifier, context);
 	},
 });
