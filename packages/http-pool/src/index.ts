@@ -2,11 +2,11 @@
 // really arrives. See README.md for the options and the Lambda lifecycle they are chosen for.
 import type { MiddlewareObj, Request } from "@middy/core";
 import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
-import { unverifiedTlsWarning } from "@middy-conn/lifecycle/internal";
+import { tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
 import type { Context } from "aws-lambda";
 import type { Dispatcher } from "undici";
 import { HttpInvocation } from "./invocation.ts";
-import { type HttpPoolOptions, httpPoolValidateOptions, pkg } from "./options.ts";
+import { connectorKeys, type HttpPoolOptions, httpPoolValidateOptions, pkg } from "./options.ts";
 import { dispatcherKey, sharedDispatcher } from "./shared-dispatcher.ts";
 import type { HttpPoolStats } from "./telemetry.ts";
 
@@ -46,12 +46,11 @@ export type HttpPoolMiddleware = MiddlewareObj<unknown, unknown, Error, Context 
 export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 	const options = httpPoolValidateOptions(opts);
 	const logger = safeLogger(options.logger);
-	unverifiedTlsWarning(
-		logger,
-		pkg,
-		"connect",
-		"Pass connect.ca instead to trust a private CA",
-	)(options.connect);
+	tlsSettingsCheck(logger, pkg, {
+		option: "connect",
+		instead: "Pass connect.ca instead to trust a private CA",
+		driverKeys: connectorKeys,
+	})(options.connect);
 	const key = dispatcherKey(options);
 	// Created now, at cold start, so that every invocation finds it; re-created if someone closed it.
 	sharedDispatcher(key, options);

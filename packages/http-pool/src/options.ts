@@ -4,7 +4,7 @@ import type { ConnectionOptions } from "node:tls";
 import type { Request } from "@middy/core";
 import { type OptionSchema, validateOptions } from "@middy/util";
 import { type LoggerOption, waitUntilDefaults } from "@middy-conn/lifecycle";
-import { isLogger, maxTimerMs, reservedContextKeys, tlsOptionNames } from "@middy-conn/lifecycle/internal";
+import { isLogger, maxTimerMs, reservedContextKeys } from "@middy-conn/lifecycle/internal";
 import type { Dispatcher } from "undici";
 import type { HttpPoolStats } from "./telemetry.ts";
 
@@ -223,10 +223,11 @@ const checkOrigin = (origin: string): string => {
 	return url.origin;
 };
 
-// undici's connect options: TLS ones, and those of its connector and of net.connect it passes through.
-const connectKeys = new Set([
-	...tlsOptionNames,
+// undici's connect options are Node's tls options, and those of its connector and of net.connect, which it passes
+// through: the keys beyond Node's tls ones, for the check of unknown keys (a warning: see tlsSettingsCheck).
+export const connectorKeys: readonly string[] = [
 	"maxCachedSessions",
+	"allowH2",
 	"highWaterMark",
 	"keepAlive",
 	"keepAliveInitialDelay",
@@ -240,13 +241,9 @@ const connectKeys = new Set([
 	"autoSelectFamilyAttemptTimeout",
 	"socketPath",
 	"timeout",
-]);
+];
 
 const checkConnect = (connect: Record<string, unknown>) => {
-	for (const key of Object.keys(connect)) {
-		if (!connectKeys.has(key))
-			fail(`Unknown option 'connect.${key}' (undici's connect takes tls and net options)`);
-	}
 	const { ca, rejectUnauthorized, servername } = connect;
 	const isPem = (value: unknown) => typeof value === "string" || value instanceof Uint8Array;
 	if (ca !== undefined && !isPem(ca) && !(Array.isArray(ca) && ca.every(isPem))) {

@@ -3,6 +3,6 @@
 export { codeOf, redact, redactError } from "./errors.ts";
 export { lifecycleError } from "./lifecycle-errors.ts";
 export { isLogger } from "./logger.ts";
-export { maxTimerMs, reservedContextKeys } from "./option-rules.ts";
+export { closestName, maxTimerMs, reservedContextKeys } from "./option-rules.ts";
 export { reportStats, type StatsSink, wantsStats } from "./stats-report.ts";
-export { tlsOptionNames, unverifiedTlsWarning } from "./tls-options.ts";
+export { type TlsSettingsCheck, tlsOptionNames, tlsSettingsCheck } from "./tls-options.ts";

@@ -31,3 +31,32 @@ export const waitUntilDefaults = {
 	/** At most this long (ms) for the background tasks, however much time is left. */
 	waitUntilTimeout: 10_000,
 } as const;
+
+/** The candidate nearest to `name` (a typo's likely meaning), when one is close enough to suggest. */
+export const closestName = (name: string, candidates: Iterable<string>): string | undefined => {
+	const lower = name.toLowerCase();
+	let best: string | undefined;
+	let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+	for (const candidate of candidates) {
+		const distance = editDistance(lower, candidate.toLowerCase());
+		if (distance < bestDistance) {
+			best = candidate;
+			bestDistance = distance;
+		}
+	}
+	return best;
+};
+
+// Levenshtein distance, for suggestions: options are short, so the quadratic table is nothing.
+const editDistance = (a: string, b: string): number => {
+	let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+	for (let i = 1; i <= a.length; i += 1) {
+		const current = [i];
+		for (let j = 1; j <= b.length; j += 1) {
+			const substitution = (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1);
+			current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, substitution);
+		}
+		previous = current;
+	}
+	return previous[b.length] as number;
+};

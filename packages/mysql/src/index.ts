@@ -10,7 +10,7 @@
 // then read a stale snapshot and miss rows that other functions have committed (seed 003).
 import type { MiddlewareObj, Request } from "@middy/core";
 import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
-import { unverifiedTlsWarning } from "@middy-conn/lifecycle/internal";
+import { tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
 import type { Shared } from "./acquire.ts";
 import { InvocationConnection, type InvocationDb } from "./invocation-db.ts";
 import {
@@ -58,18 +58,17 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 	let resolved: Promise<ResolvedConfig> | undefined;
 	const config = settings.config;
 	const logger = safeLogger(settings.logger);
-	// Certificate verification is never switched off silently: said once, when it is seen (at cold start for an
-	// object config, at the first connect for a config function or a uri's ssl parameter).
-	const warnIfUnverified = unverifiedTlsWarning(
-		logger,
-		pkg,
-		"ssl",
-		'Pass ssl.ca (or ssl: "rds") to trust the server\'s CA instead',
-	);
-	if (typeof config !== "function") warnIfUnverified(config.ssl);
+	// The TLS settings are checked when they are seen (at cold start for an object config, at the first connect for
+	// a config function or a uri's ssl parameter): verification switched off, or a key that is a typo, is said once.
+	const checkTls = tlsSettingsCheck(logger, pkg, {
+		option: "ssl",
+		instead: 'Pass ssl.ca (or ssl: "rds") to trust the server\'s CA instead',
+		driverKeys: ["verifyIdentity"],
+	});
+	if (typeof config !== "function") checkTls(config.ssl);
 	const checked = (config: Promise<ResolvedConfig>) =>
 		config.then((ready) => {
-			warnIfUnverified(ready.driver.ssl);
+			checkTls(ready.driver.ssl);
 			return ready;
 		});
 	const shared: Shared = {

