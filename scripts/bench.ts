@@ -9,7 +9,6 @@
 // To profile one group: node --cpu-prof --cpu-prof-dir=.tmp/prof scripts/bench.ts --only http
 import { mkdirSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { cleanupAll, installSignalHandlers } from "./bench/cleanup.ts";
 import { runColdStartGroup } from "./bench/cold-start.ts";
 import { runDbGroup } from "./bench/db.ts";
 import { runHttpGroup } from "./bench/http.ts";
@@ -19,6 +18,7 @@ import { runOverheadGroup } from "./bench/overhead.ts";
 import { type DbPeer, type HttpPeer, startDbPeer, startHttpPeer } from "./bench/peers.ts";
 import { type BenchResults, machineInfo, writeReport } from "./bench/report.ts";
 import type { Mode } from "./bench/settings.ts";
+import { runScript } from "./cleanup.ts";
 
 const GROUPS = ["http", "db", "overhead", "cold-start", "memory"] as const;
 type Group = (typeof GROUPS)[number];
@@ -58,8 +58,7 @@ const startedAt = Date.now();
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const mode: Mode = { quick: values.quick, log };
 
-const main = async (): Promise<void> => {
-	installSignalHandlers();
+const main = async (): Promise<number> => {
 	log(`[bench] ${values.quick ? "quick" : "full"} run, groups: ${GROUPS.filter(selected).join(", ")}`);
 	const [httpPoolLoad, mysqlLoad] = await Promise.all([loadHttpPool(), loadMysql()]);
 	for (const load of [httpPoolLoad, mysqlLoad])
@@ -118,19 +117,13 @@ const main = async (): Promise<void> => {
 	mkdirSync(outDir, { recursive: true });
 	const written = writeReport(results, outDir);
 	log(`\n[bench] done in ${(results.elapsedMs / 1000).toFixed(0)} s; wrote ${written.join(", ")}`);
+	return 0;
 };
 
-let exitCode = 0;
-try {
-	await main();
-} catch (error) {
-	process.stderr.write(
-		`[bench] failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-	);
-	exitCode = 1;
-} finally {
-	await cleanupAll();
-}
-// Warm pools created inside middlewares (one per execution environment by design) keep sockets open; the run is
-// over, so leave without waiting for their keep-alive timers.
-process.exit(exitCode);
+// Every exit path stops the servers and children (scripts/cleanup.ts), then exits: warm pools created inside
+// middlewares (one per execution environment by design) keep sockets open, and the run must not wait for their
+// keep-alive timers.
+await runScript("bench", main, {
+	onError: (error) =>
+		log(`[bench] failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`),
+});

@@ -2,7 +2,7 @@
 // packages/test-harness/src/bundle-handler.ts). Run from an example's folder (`pnpm run build` there), or give
 // the example's folder: `node scripts/bundle-example.ts examples/orders-api`.
 import { join, resolve } from "node:path";
-import { bundleHandler, describeBundle } from "../packages/test-harness/src/bundle-handler.ts";
+import { bundleHandler, describeBundle } from "@middy-conn/test-harness";
 
 const folder = resolve(process.argv[2] ?? process.cwd());
 const bundle = await bundleHandler({

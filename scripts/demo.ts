@@ -15,7 +15,6 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { APIGatewayProxyStructuredResultV2, SQSBatchResponse } from "aws-lambda";
 import {
 	applySqlFile,
 	bundleHandler,
@@ -35,7 +34,9 @@ import {
 	startMysqlServer,
 	startPartnerApi,
 	type TestDatabase,
-} from "../packages/test-harness/src/index.ts";
+} from "@middy-conn/test-harness";
+import type { APIGatewayProxyStructuredResultV2, SQSBatchResponse } from "aws-lambda";
+import { defer, runScript } from "./cleanup.ts";
 
 const BURSTS = 8;
 /** How long every process stays frozen before each burst after the first (ms). */
@@ -206,10 +207,9 @@ const percentile = (values: number[], p: number) => {
 
 const ms = (value: number) => (Number.isNaN(value) ? "-" : `${value.toFixed(1)} ms`);
 
-/** Something to undo on the way out: a server to stop, processes to kill, a folder to remove. */
-type Cleanup = () => unknown;
-
-const main = async (cleanups: Cleanup[]): Promise<number> => {
+// Everything started here is undone on every exit path, Ctrl-C included (scripts/cleanup.ts): the bundles'
+// folder, the MySQL server, the admin connection, the partner API, the execution environments.
+const main = async (): Promise<number> => {
 	console.log("middy-conn demo: the example functions, run as AWS Lambda runs them");
 	console.log(
 		"  one process per function (a cold start, then warm invocations), frozen with SIGSTOP the moment an invocation",
@@ -221,16 +221,7 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 
 	say("bundling the examples with esbuild, as `sam build` does");
 	const work = mkdtempSync(join(tmpdir(), "middy-conn-demo-"));
-	const removeWork = () => rmSync(work, { recursive: true, force: true });
-	cleanups.push(removeWork);
-	// Interrupted (Ctrl-C): the harness stops MySQL and kills the environments on the same signal; the bundles go
-	// too. The signal then ends the process as it would have.
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-		process.once(signal, () => {
-			removeWork();
-			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-		});
-	}
+	defer(() => rmSync(work, { recursive: true, force: true }), { label: "the bundles' folder", sync: true });
 	const bundles: Record<string, string> = {};
 	const sizes: string[] = [];
 	for (const example of ["orders-api", "read-after-write", "webhook-relay"]) {
@@ -245,10 +236,10 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 
 	say("starting a throwaway MySQL (MariaDB in a temp dir; the first run on a fresh machine installs it)");
 	const mysqlServer: MysqlServer = await startMysqlServer();
-	cleanups.push(() => mysqlServer.stop());
+	defer(() => mysqlServer.stop(), { label: "the MySQL server" });
 	say(`  ${mysqlServer.version} on 127.0.0.1:${mysqlServer.port}`);
 	const admin = await MysqlAdmin.connect(mysqlServer.adminUrl);
-	cleanups.push(() => admin.close());
+	defer(() => admin.close(), { label: "the admin connection" });
 	const db: TestDatabase = await admin.createDatabase("demo");
 	await applySqlFile(db, join(root, "examples", "orders-api", "schema.sql"));
 	await applySqlFile(db, join(root, "examples", "read-after-write", "schema.sql"));
@@ -258,7 +249,7 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 		`starting the partner's HTTPS API (idle keep-alive timeout ${PARTNER_KEEP_ALIVE_MS} ms, not advertised)`,
 	);
 	const partner: PartnerApi = await startPartnerApi({ keepAliveTimeout: PARTNER_KEEP_ALIVE_MS });
-	cleanups.push(() => partner.close());
+	defer(() => partner.close(), { label: "the partner API" });
 	const caFile = join(work, "partner-ca.pem");
 	writeFileSync(caFile, partner.ca ?? "");
 
@@ -266,7 +257,9 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 	// NODE_EXTRA_CA_CERTS is how a Lambda function trusts a private CA; the handlers themselves are unchanged.
 	const partnerEnv = { NODE_EXTRA_CA_CERTS: caFile };
 	const environments: ExecutionEnvironment[] = [];
-	cleanups.push(() => Promise.all(environments.map((environment) => environment.kill())));
+	defer(() => Promise.all(environments.map((environment) => environment.kill())), {
+		label: "the execution environments",
+	});
 	const start = async (name: string, bundle: string, handler: string, env: Record<string, string>) => {
 		const environment = await startExecutionEnvironment({
 			module: bundle,
@@ -436,24 +429,6 @@ const main = async (cleanups: Cleanup[]): Promise<number> => {
 	return ok ? 0 : 1;
 };
 
-const cleanups: Cleanup[] = [];
-const cleanUp = async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) {
-		try {
-			await cleanup();
-		} catch {
-			// best effort: the next one must still run
-		}
-	}
-};
-
-let code = 1;
-try {
-	code = await main(cleanups);
-} catch (error) {
-	console.error(error);
-} finally {
-	await cleanUp();
-}
-// Everything is closed; a stray timer somewhere (a driver's, a harness's) must not keep the demo waiting.
-process.exit(code);
+// Exits with main's code once everything is closed: a stray timer somewhere (a driver's, a harness's) must not
+// keep the demo waiting.
+await runScript("demo", main);

@@ -14,8 +14,9 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { runScript } from "./cleanup.ts";
 import { details, legend, settingsLine, summary, textTable, writeDoc } from "./fleet/report.ts";
-import { type Cleanup, type FleetSettings, runFleet } from "./fleet/run.ts";
+import { type FleetSettings, runFleet } from "./fleet/run.ts";
 
 const usage =
 	"usage: pnpm fleet [--quick] [--environments N] [--max-connections M] [--bursts B] [--write]\n" +
@@ -73,23 +74,11 @@ const started = performance.now();
 const elapsed = () => ((performance.now() - started) / 1000).toFixed(1);
 const say = (line: string) => console.log(`[${elapsed().padStart(5)}s] ${line}`);
 
-const cleanups: Cleanup[] = [];
-const cleanUp = async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) {
-		try {
-			await cleanup();
-		} catch {
-			// best effort: the next one must still run
-		}
-	}
-};
-
-let code = 1;
-try {
+const main = async (): Promise<number> => {
 	console.log(
 		`middy-conn fleet: one function scaled out to ${settings.environments} Lambda execution environments against a MySQL server that is too small for them${settings.quick ? " (quick)" : ""}`,
 	);
-	const run = await runFleet({ settings, say, cleanups });
+	const run = await runFleet({ settings, say });
 	console.log("");
 	console.log("What was simulated");
 	for (const line of summary(run)) console.log(`  ${line}`);
@@ -126,11 +115,9 @@ try {
 			? `no connection outlived its environment (${elapsed()} s)`
 			: `✗ ${leaks} connection(s) outlived the environments that opened them (${elapsed()} s)`,
 	);
-	code = leaks === 0 ? 0 : 1;
-} catch (error) {
-	console.error(error);
-} finally {
-	await cleanUp();
-}
-// Everything is closed; a stray timer somewhere (a driver's, a harness's) must not keep the run waiting.
-process.exit(code);
+	return leaks === 0 ? 0 : 1;
+};
+
+// Exits with main's code once everything the run started is closed (scripts/cleanup.ts), on every exit path; a
+// stray timer somewhere (a driver's, a harness's) must not keep the run waiting.
+await runScript("fleet", main);

@@ -20,9 +20,9 @@
 // then broke (answer lost after commit).
 //
 // See docs/reliability.md.
+import { runScript } from "./cleanup.ts";
 import { faultTable, lastLine, notedLines, violationGroups } from "./soak/report.ts";
 import { runSoak } from "./soak/run.ts";
-import type { Cleanup } from "./soak/world.ts";
 
 const usage = "usage: pnpm soak [--invocations N] [--seed S]   (N: 1 to 1000000, default 10000)";
 
@@ -52,24 +52,12 @@ const started = performance.now();
 const elapsed = () => ((performance.now() - started) / 1000).toFixed(1);
 const say = (line: string) => console.log(`[${elapsed().padStart(6)}s] ${line}`);
 
-const cleanups: Cleanup[] = [];
-const cleanUp = async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) {
-		try {
-			await cleanup();
-		} catch {
-			// best effort: the next one must still run
-		}
-	}
-};
-
-let code = 1;
-try {
+const main = async (): Promise<number> => {
 	const options = parseArgs(process.argv.slice(2));
 	console.log(
 		"middy-conn soak: the examples' functions under a seeded mix of faults, as AWS Lambda runs them",
 	);
-	const { ledger, figures } = await runSoak({ ...options, say }, cleanups);
+	const { ledger, figures } = await runSoak({ ...options, say });
 	const failed = ledger.violations.length > 0;
 	console.log("");
 	console.log(
@@ -96,12 +84,12 @@ try {
 	console.log(
 		`  - ${elapsed()} s, seed ${options.seed} (\`pnpm soak --invocations ${options.invocations} --seed ${options.seed}\` replays this plan)`,
 	);
-	code = failed ? 1 : 0;
 	console.log(lastLine(ledger));
-} catch (error) {
-	console.error(error instanceof Error ? error.message : error);
-} finally {
-	await cleanUp();
-}
-// Everything is closed; a driver's stray timer must not keep the soak waiting.
-process.exit(code);
+	return failed ? 1 : 0;
+};
+
+// Exits with main's code once everything the soak started is closed (scripts/cleanup.ts), on every exit path; a
+// driver's stray timer must not keep the soak waiting.
+await runScript("soak", main, {
+	onError: (error) => console.error(error instanceof Error ? error.message : error),
+});

@@ -5,8 +5,8 @@
 // interleaved, one after the other, so that none runs on a busier machine than another.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { bundleHandler } from "../../packages/test-harness/src/bundle-handler.ts";
-import { spawnTracked } from "./cleanup.ts";
+import { bundleHandler } from "@middy-conn/test-harness";
+import { spawnTracked } from "../cleanup.ts";
 import { type ComparisonResult, type Contender, runComparison } from "./runner.ts";
 import { coldStartRounds, type Mode } from "./settings.ts";
 

@@ -1,7 +1,7 @@
 // The HTTPS peer, in its own process: the server's event loop and GC must not run inside the process that
 // times the clients (on a 2-core machine that would charge server work to whichever contender ran last).
 // Started by peers.ts with an IPC channel; exits when the parent disconnects, whatever happened to it.
-import { startHttpServer } from "../../packages/test-harness/src/http-server.ts";
+import { startHttpServer } from "@middy-conn/test-harness";
 
 type Message = { type: "stats" } | { type: "close" };
 

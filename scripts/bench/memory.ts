@@ -2,7 +2,7 @@
 // --expose-gc (memory-process.ts), so that nothing else the benchmark did is on the heap. The children only count
 // bytes, not time, so they run side by side.
 import { fileURLToPath } from "node:url";
-import { spawnTracked } from "./cleanup.ts";
+import { spawnTracked } from "../cleanup.ts";
 import type { MemoryJob, MemoryReading } from "./memory-process.ts";
 import type { DbPeer, HttpPeer } from "./peers.ts";
 import { type Mode, memoryPlan } from "./settings.ts";

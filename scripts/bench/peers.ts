@@ -3,9 +3,9 @@
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { MysqlAdmin, startMysqlServer, type TestDatabase } from "@middy-conn/test-harness";
 import mysql from "mysql2/promise";
-import { MysqlAdmin, startMysqlServer, type TestDatabase } from "../../packages/test-harness/src/index.ts";
-import { defer, spawnTracked } from "./cleanup.ts";
+import { defer, spawnTracked } from "../cleanup.ts";
 
 export interface HttpPeer {
 	origin: string;
@@ -33,14 +33,17 @@ export const startHttpPeer = async (): Promise<HttpPeer> => {
 		// The peer lives as long as the run; the bound is only against a run that hangs.
 		timeoutMs: 30 * 60_000,
 	});
-	const close = defer(async () => {
-		if (child.exitCode !== null || child.signalCode !== null) return;
-		const exited = new Promise((resolve) => child.once("exit", resolve));
-		child.send({ type: "close" });
-		const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-		await exited;
-		clearTimeout(timer);
-	});
+	const close = defer(
+		async () => {
+			if (child.exitCode !== null || child.signalCode !== null) return;
+			const exited = new Promise((resolve) => child.once("exit", resolve));
+			child.send({ type: "close" });
+			const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+			await exited;
+			clearTimeout(timer);
+		},
+		{ label: "the HTTPS peer" },
+	);
 	const ready = await new Promise<{ origin: string; ca: string }>((resolve, reject) => {
 		const timer = setTimeout(() => reject(new Error("the HTTPS peer did not start within 20 s")), 20_000);
 		child.once("exit", (code) => reject(new Error(`the HTTPS peer exited early (code ${code})`)));
@@ -90,9 +93,9 @@ const startPrivateMysqlServer = async () => {
 
 export const startDbPeer = async (): Promise<DbPeer> => {
 	const server = await startPrivateMysqlServer();
-	const stopServer = defer(() => server.stop());
+	const stopServer = defer(() => server.stop(), { label: "the MySQL server" });
 	const admin = await MysqlAdmin.connect(server.adminUrl);
-	const closeAdmin = defer(() => admin.close());
+	const closeAdmin = defer(() => admin.close(), { label: "the admin connection" });
 	const database = await admin.createDatabase("bench");
 	const config = {
 		host: database.host,

@@ -20,20 +20,20 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import mysql from "mysql2/promise";
-import { bundleHandler, formatBytes } from "../../packages/test-harness/src/bundle-handler.ts";
 import {
-	type ExecutionEnvironment,
-	type InvocationOutcome,
-	startExecutionEnvironment,
-} from "../../packages/test-harness/src/execution-environment.ts";
-import {
+	bundleHandler,
+	createDatabaseUser,
 	databaseEnvironment,
+	type ExecutionEnvironment,
+	formatBytes,
+	type InvocationOutcome,
 	MysqlAdmin,
+	startExecutionEnvironment,
+	startMysqlServer,
 	type TestDatabase,
-} from "../../packages/test-harness/src/mysql-admin.ts";
-import { startMysqlServer } from "../../packages/test-harness/src/mysql-server.ts";
-import { createDatabaseUser } from "../../packages/test-harness/src/sql-file.ts";
+} from "@middy-conn/test-harness";
+import mysql from "mysql2/promise";
+import { defer } from "../cleanup.ts";
 import {
 	CONTENDERS,
 	type ContenderKey,
@@ -142,9 +142,6 @@ export interface FleetRun {
 	elapsedMs: number;
 }
 
-/** Something to undo on the way out. */
-export type Cleanup = () => unknown;
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export const percentile = (values: number[], p: number): number => {
@@ -248,23 +245,14 @@ const measureCapacity = async (db: TestDatabase, upTo: number): Promise<number> 
 export interface RunOptions {
 	settings: FleetSettings;
 	say(line: string): void;
-	cleanups: Cleanup[];
 }
 
-export const runFleet = async ({ settings, say, cleanups }: RunOptions): Promise<FleetRun> => {
+/** Runs the simulation; what it starts is undone by scripts/cleanup.ts's cleanups (the caller runs them). */
+export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun> => {
 	const started = performance.now();
 	say("bundling the fleet's function with esbuild, as `sam build` does");
 	const work = mkdtempSync(join(tmpdir(), "middy-conn-fleet-"));
-	const removeWork = () => rmSync(work, { recursive: true, force: true });
-	cleanups.push(removeWork);
-	// Interrupted (Ctrl-C): the harness stops MySQL and kills the environments on the same signal; the bundles go
-	// too. The signal then ends the process as it would have.
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-		process.once(signal, () => {
-			removeWork();
-			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-		});
-	}
+	defer(() => rmSync(work, { recursive: true, force: true }), { label: "the bundles' folder", sync: true });
 	const bundle = await bundleHandler({
 		entry: join(root, "scripts", "fleet", "functions", "contenders.ts"),
 		outfile: join(work, "contenders.mjs"),
@@ -282,11 +270,11 @@ export const runFleet = async ({ settings, say, cleanups }: RunOptions): Promise
 
 	say("starting a throwaway MySQL (MariaDB in a temp dir)");
 	const server = await startMysqlServer();
-	cleanups.push(() => server.stop());
+	defer(() => server.stop(), { label: "the MySQL server" });
 	const admin = await MysqlAdmin.connect(server.adminUrl);
-	cleanups.push(() => admin.close());
+	defer(() => admin.close(), { label: "the admin connection" });
 	const sampler = await MysqlAdmin.connect(server.adminUrl);
-	cleanups.push(() => sampler.close());
+	defer(() => sampler.close(), { label: "the sampler connection" });
 	const db = await admin.createDatabase("fleet");
 	await admin.query(
 		`CREATE TABLE \`${db.database}\`.fleet_counters (contender VARCHAR(32) NOT NULL, slot INT NOT NULL, n INT NOT NULL DEFAULT 0, PRIMARY KEY (contender, slot)) ENGINE = InnoDB`,
@@ -315,7 +303,9 @@ export const runFleet = async ({ settings, say, cleanups }: RunOptions): Promise
 	const ballast = maxConnections - ownConnections - settings.appConnections;
 	await admin.setGlobal("max_connections", maxConnections);
 	const ballastConnections: mysql.Connection[] = [];
-	cleanups.push(() => Promise.all(ballastConnections.map((connection) => connection.destroy())));
+	defer(() => Promise.all(ballastConnections.map((connection) => connection.destroy())), {
+		label: "the ballast connections",
+	});
 	for (let i = 0; i < ballast; i++) ballastConnections.push(await mysql.createConnection(server.adminUrl));
 	const driverConnections = ownConnections + ballast;
 	const reported = Number(await admin.getGlobal("max_connections"));
@@ -369,7 +359,6 @@ export const runFleet = async ({ settings, say, cleanups }: RunOptions): Promise
 				statsByRequest,
 				onLog: onLog(key),
 				say,
-				cleanups,
 				databaseName: db.database,
 			}),
 		);
@@ -429,7 +418,6 @@ interface ContenderOptions {
 	statsByRequest: Map<string, Record<string, unknown>>;
 	onLog: (line: string) => void;
 	say(line: string): void;
-	cleanups: Cleanup[];
 	databaseName: string;
 }
 
@@ -442,8 +430,9 @@ const runContender = async (options: ContenderOptions): Promise<ContenderResult>
 
 	// Each one is kept as soon as it exists, so that a failure to start the others still kills it.
 	const environments: ExecutionEnvironment[] = [];
-	const killAll = () => Promise.all(environments.map((environment) => environment.kill()));
-	options.cleanups.push(killAll);
+	const killAll = defer(() => Promise.all(environments.map((environment) => environment.kill())), {
+		label: `the ${key} environments`,
+	});
 	await Promise.all(
 		Array.from({ length: settings.environments }, async (_, slot) => {
 			environments[slot] = await startExecutionEnvironment({

@@ -27,8 +27,8 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { Request } from "@middy/core";
 import { httpPool } from "@middy-conn/http-pool";
+import { invokeStreaming } from "@middy-conn/test-harness/lambda-streaming";
 import type { Context } from "aws-lambda";
-import { invokeStreaming } from "../../packages/test-harness/src/lambda-streaming.ts";
 import type { Directive, Envelope, FunctionName, MemoryProbe, StreamedAnswer } from "./directive.ts";
 import { faultMiddleware } from "./fault-middleware.ts";
 

@@ -21,7 +21,7 @@
 // - a streamed body whose response stream broke after the body's source had been read to its end: the COMMIT
 //   happens at the end of the body, so the export is committed while the client did not get its last bytes, as a
 //   standard-mode answer lost on the network after the COMMIT.
-import type { InvocationOutcome } from "../../packages/test-harness/src/execution-environment.ts";
+import type { InvocationOutcome } from "@middy-conn/test-harness";
 import type { FaultKind, FunctionName } from "./directive.ts";
 
 export type ViolationKind = "leak" | "lost" | "duplicated" | "unexpected" | "running";

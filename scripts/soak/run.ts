@@ -2,7 +2,7 @@
 // invocation at a time and frozen in between, as Lambda instances would be; batch-lmi's a Managed Instances one,
 // which takes bursts of invocations at once), the DB restarts (with every environment frozen, and while
 // invocations run), the checks after each step and a sampler in between, and the reckoning at the end.
-import type { InvocationOutcome } from "../../packages/test-harness/src/execution-environment.ts";
+import type { InvocationOutcome } from "@middy-conn/test-harness";
 import { type Envelope, FUNCTIONS, type FunctionName, type MemoryProbe } from "./directive.ts";
 import {
 	checkStatementsEnded,
@@ -19,7 +19,7 @@ import { Balances, ledgerReader, ledgerWriter } from "./functions/read-after-wri
 import { webhookRelay } from "./functions/webhook-relay.ts";
 import { Ledger, MemorySeries, type Row, SecretScanner, trends } from "./invariants.ts";
 import { invocationsOf, makePlan, random, type Step } from "./plan.ts";
-import { type Cleanup, Logs, type RestartKind, startWorld, type World } from "./world.ts";
+import { Logs, type RestartKind, startWorld, type World } from "./world.ts";
 
 export interface SoakOptions {
 	invocations: number;
@@ -176,7 +176,8 @@ const describe = (outcome: InvocationOutcome): string => {
 	return `${outcome.errorType} ${outcome.error?.name}${outcome.error?.code ? ` (${outcome.error.code})` : ""}: ${outcome.error?.message?.slice(0, 200)}`;
 };
 
-export const runSoak = async (options: SoakOptions, cleanups: Cleanup[]): Promise<SoakResult> => {
+/** Runs the soak; what it starts is undone by scripts/cleanup.ts's cleanups (the caller runs them). */
+export const runSoak = async (options: SoakOptions): Promise<SoakResult> => {
 	const { say } = options;
 	const plan = makePlan(options.invocations, options.seed);
 	const ledger = new Ledger(say);
@@ -189,7 +190,7 @@ export const runSoak = async (options: SoakOptions, cleanups: Cleanup[]): Promis
 		}
 	});
 
-	const world: World = await startWorld({ say, cleanups, logs, fixture: options.fixture });
+	const world: World = await startWorld({ say, logs, fixture: options.fixture });
 	for (const [name, user] of Object.entries(world.users))
 		secrets.add(`the ${name} DB password`, user.password);
 	secrets.add("the partner's bearer token", world.partnerToken);

@@ -3,7 +3,7 @@
 // calls out, so that each one's sockets are counted apart; ledger-batch and batch-lmi share one), the fixture
 // bundled as `sam build` would, and one execution environment per function: a standard one (one invocation at a
 // time, frozen in between) for each, but batch-lmi's, a Managed Instances one (several at once, never frozen).
-// Each piece is undone on every exit path (the caller runs `cleanups`).
+// Each piece is registered for cleanup the moment it exists, and undone on every exit path (scripts/cleanup.ts).
 //
 // The DB server can be restarted in place while the soak runs (same port, same datadir): gracefully (SIGTERM: it
 // ends its sessions with ER_SERVER_SHUTDOWN and flushes) or by a crash (SIGKILL: sockets reset, InnoDB recovers on
@@ -14,36 +14,33 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { RowDataPacket } from "mysql2/promise";
-import { bundleHandler, formatBytes } from "../../packages/test-harness/src/bundle-handler.ts";
-import {
-	type InvocationOutcome,
-	type InvokeOptions,
-	startExecutionEnvironment,
-} from "../../packages/test-harness/src/execution-environment.ts";
-import { startManagedExecutionEnvironment } from "../../packages/test-harness/src/execution-environment-managed.ts";
-import {
-	databaseEnvironment,
-	MysqlAdmin,
-	type ProcessInfo,
-	type TestDatabase,
-} from "../../packages/test-harness/src/mysql-admin.ts";
-import { type MysqlServer, startMysqlServer } from "../../packages/test-harness/src/mysql-server.ts";
 import {
 	AUDIT_PATH,
+	applySqlFile,
+	bundleHandler,
+	createDatabaseUser,
+	databaseEnvironment,
+	formatBytes,
+	type InvocationOutcome,
+	type InvokeOptions,
+	MysqlAdmin,
+	type MysqlServer,
 	ORDERS_WEBHOOK_PATH,
 	type PartnerApi,
+	type ProcessInfo,
 	RELAY_EVENTS_PATH,
+	startExecutionEnvironment,
+	startManagedExecutionEnvironment,
+	startMysqlServer,
 	startPartnerApi,
-} from "../../packages/test-harness/src/partner-api.ts";
-import { applySqlFile, createDatabaseUser } from "../../packages/test-harness/src/sql-file.ts";
+	type TestDatabase,
+} from "@middy-conn/test-harness";
+import type { RowDataPacket } from "mysql2/promise";
+import { defer } from "../cleanup.ts";
 import { FUNCTIONS, type FunctionName, STREAM_ROWS, streamPayload } from "./directive.ts";
 import { ACCOUNTS, type LogBook, PROBE_ACCOUNT, SETTINGS } from "./functions/common.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
-
-/** Something to undo on the way out. */
-export type Cleanup = () => unknown;
 
 /** Every line the functions print, by the request id of Lambda's JSON log format. */
 export class Logs implements LogBook {
@@ -147,21 +144,16 @@ export interface WorldOptions {
 	say(line: string): void;
 	/** A fixture bundle built elsewhere (a deliberately broken middleware, to see the soak catch it). */
 	fixture?: string | undefined;
-	cleanups: Cleanup[];
 	logs: Logs;
 }
 
-export const startWorld = async ({ say, cleanups, logs, fixture }: WorldOptions): Promise<World> => {
+export const startWorld = async ({ say, logs, fixture }: WorldOptions): Promise<World> => {
 	say("bundling the soak's fixture (the examples' handlers and the fault middleware) with esbuild");
 	const work = mkdtempSync(join(tmpdir(), "middy-conn-soak-"));
-	const removeWork = () => rmSync(work, { recursive: true, force: true });
-	cleanups.push(removeWork);
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-		process.once(signal, () => {
-			removeWork();
-			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-		});
-	}
+	defer(() => rmSync(work, { recursive: true, force: true }), {
+		label: "the soak's temp folder",
+		sync: true,
+	});
 	const bundle = fixture
 		? { outfile: fixture, bytes: statSync(fixture).size }
 		: await bundleHandler({
@@ -172,9 +164,10 @@ export const startWorld = async ({ say, cleanups, logs, fixture }: WorldOptions)
 
 	say("starting a throwaway MySQL (MariaDB in a temp dir)");
 	const mysql = await startMysqlServer();
-	cleanups.push(() => mysql.stop());
+	defer(() => mysql.stop(), { label: "the MySQL server" });
 	let admin = await MysqlAdmin.connect(mysql.adminUrl);
-	cleanups.push(() => admin.close());
+	// The admin connection current at the end (a restart replaces it).
+	defer(() => admin.close(), { label: "the admin connection" });
 	const orders = await admin.createDatabase("soak");
 	await applySqlFile(orders, join(root, "examples", "orders-api", "schema.sql"));
 	await applySqlFile(orders, join(root, "examples", "read-after-write", "schema.sql"));
@@ -240,7 +233,8 @@ export const startWorld = async ({ say, cleanups, logs, fixture }: WorldOptions)
 		batch: await startPartnerApi(partnerOptions),
 		exporter: await startPartnerApi(partnerOptions),
 	};
-	for (const partner of Object.values(partners)) cleanups.push(() => partner.close());
+	for (const [name, partner] of Object.entries(partners))
+		defer(() => partner.close(), { label: `the ${name} partner API` });
 	const caFile = join(work, "partner-ca.pem");
 	writeFileSync(
 		caFile,
@@ -292,7 +286,9 @@ export const startWorld = async ({ say, cleanups, logs, fixture }: WorldOptions)
 		},
 	};
 	const started: SoakEnvironment[] = [];
-	cleanups.push(() => Promise.all(started.map((environment) => environment.kill())));
+	defer(() => Promise.all(started.map((environment) => environment.kill())), {
+		label: "the execution environments",
+	});
 	const environments = {} as Record<FunctionName, SoakEnvironment>;
 	for (const fn of FUNCTIONS) {
 		const options = {

@@ -6,13 +6,14 @@
 // Bookkeeping is by unique names: every order has its own customer id, every SQS record its own message id,
 // every early response its own audit id, every marker row its own token. At the end the database and the partner
 // are asked what really happened to each, and that is compared with what the callers were told.
-import type { RowDataPacket } from "mysql2/promise";
-import type { InvocationOutcome } from "../../../packages/test-harness/src/execution-environment.ts";
+
 import {
 	AUDIT_PATH,
+	type InvocationOutcome,
 	type PartnerApi,
 	type PartnerPath,
-} from "../../../packages/test-harness/src/partner-api.ts";
+} from "@middy-conn/test-harness";
+import type { RowDataPacket } from "mysql2/promise";
 import { type Directive, type FaultKind, type FunctionName, statementTag } from "../directive.ts";
 import { type InvocationResult, isClearError, type Ledger, type Row } from "../invariants.ts";
 import type { Step } from "../plan.ts";

@@ -22,8 +22,8 @@
 // after commit", not as a leak, but only when the fixture saw the source read to its end before the response
 // stream broke. A record committed for a body whose source had not been read to its end is a leak.
 import { createHash } from "node:crypto";
+import { patternBytes } from "@middy-conn/test-harness";
 import type { RowDataPacket } from "mysql2/promise";
-import { patternBytes } from "../../../packages/test-harness/src/http-server.ts";
 import { type Directive, STREAM_ROWS, type StreamedAnswer, statementTag, streamLine } from "../directive.ts";
 import { isClearErrorValue } from "../invariants.ts";
 import {

@@ -17,8 +17,9 @@
 // invocation looks finished when the timeoutEarlyResponse answers, and the lines written before the hold are
 // committed. It is recognised narrowly: the timeout's answer went out, and exactly the lines written before the
 // hold are in the database, right after the invocation and still at the end of the run.
+
+import { RELAY_EVENTS_PATH } from "@middy-conn/test-harness";
 import type { RowDataPacket } from "mysql2/promise";
-import { RELAY_EVENTS_PATH } from "../../../packages/test-harness/src/partner-api.ts";
 import { type FunctionName, sleepMarker } from "../directive.ts";
 import type { Row } from "../invariants.ts";
 import {

@@ -6,11 +6,15 @@
 // and every order in the database had its webhook delivered before the invocation returned, or reported failed.
 // At the end: no order twice, no order of a failed invocation, no marker row of a rolled-back transaction, no
 // webhook for an order nobody was told of.
+
+import {
+	AUDIT_PATH,
+	httpApiEvent,
+	type InvocationOutcome,
+	ORDERS_WEBHOOK_PATH,
+} from "@middy-conn/test-harness";
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import type { RowDataPacket } from "mysql2/promise";
-import type { InvocationOutcome } from "../../../packages/test-harness/src/execution-environment.ts";
-import { httpApiEvent } from "../../../packages/test-harness/src/lambda-events.ts";
-import { AUDIT_PATH, ORDERS_WEBHOOK_PATH } from "../../../packages/test-harness/src/partner-api.ts";
 import { sleepMarker } from "../directive.ts";
 import { classifyHttpAnswer } from "../invariants.ts";
 import {

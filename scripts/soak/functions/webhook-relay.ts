@@ -4,9 +4,9 @@
 // Each record is delivered exactly once, or reported failed (a batch item failure, or the whole batch when the
 // invocation fails: SQS delivers it again, and the partner deduplicates on the key); a record whose body is not
 // JSON is never sent. The partner never has more sockets open than the pool's `connections`.
+
+import { AUDIT_PATH, RELAY_EVENTS_PATH, sqsEvent } from "@middy-conn/test-harness";
 import type { SQSBatchResponse } from "aws-lambda";
-import { sqsEvent } from "../../../packages/test-harness/src/lambda-events.ts";
-import { AUDIT_PATH, RELAY_EVENTS_PATH } from "../../../packages/test-harness/src/partner-api.ts";
 import type { Row } from "../invariants.ts";
 import {
 	type BackgroundTask,

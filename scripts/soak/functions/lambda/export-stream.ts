@@ -19,9 +19,9 @@ import middy from "@middy/core";
 import { executionModeStreamifyResponse } from "@middy/core/executionModeStreamifyResponse";
 import { httpPool } from "@middy-conn/http-pool";
 import { mysqlConnection } from "@middy-conn/mysql";
+import { installLambdaStreaming } from "@middy-conn/test-harness/lambda-streaming";
 import type { Connection as CoreConnection } from "mysql2";
 import type { Connection } from "mysql2/promise";
-import { installLambdaStreaming } from "../../../../packages/test-harness/src/lambda-streaming.ts";
 
 installLambdaStreaming();
 
