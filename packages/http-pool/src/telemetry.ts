@@ -12,8 +12,8 @@
 //    queue inside the async context captured when the request was queued, so `undici:request:create` sees the
 //    record and pins it on the Request object (once: see `Creating`);
 // 3. `undici:client:sendHeaders` hands over that Request and its socket.
-// The state kept here is about sockets and undici's Request objects (symbol properties on them, collected with
-// them), never about an invocation.
+// The state kept here is about sockets and undici's Request objects, in weak collections keyed by the objects the
+// channels publish (nothing is written onto undici's objects; entries go with them), never about an invocation.
 import { AsyncLocalStorage } from "node:async_hooks";
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { Dispatcher } from "undici";
@@ -49,10 +49,10 @@ export interface RequestAttribution {
 
 /** Dispatch option key carrying the request's record down to the pool. */
 export const kAttribution = Symbol("@middy-conn/http-pool/attribution");
-/** On undici's internal Request: the record of the request it is an attempt of. */
-const kOwner = Symbol("@middy-conn/http-pool/owner");
-/** On a socket: connected, and nothing written on it yet. */
-const kFresh = Symbol("@middy-conn/http-pool/fresh");
+/** undici's Request (an attempt) → the record of the request it is an attempt of. */
+const owners = new WeakMap<object, RequestAttribution>();
+/** Sockets connected that have carried nothing yet. */
+const freshSockets = new WeakSet<object>();
 
 /**
  * What the create subscriber reads. A box, emptied by the first Request created in it: the sockets and timers
@@ -78,18 +78,17 @@ export const subscribeTelemetry = (): void => {
 		const attribution = box?.attribution;
 		if (!box || !attribution) return;
 		box.attribution = undefined;
-		((message as { request: object }).request as Tagged)[kOwner] = attribution;
+		owners.set((message as { request: object }).request, attribution);
 		attribution.onAttempt();
 	});
 	diagnosticsChannel.subscribe("undici:client:connected", (message) => {
 		const { socket } = message as { socket?: object };
-		if (socket) (socket as Tagged)[kFresh] = true;
+		if (socket) freshSockets.add(socket);
 	});
 	diagnosticsChannel.subscribe("undici:client:sendHeaders", (message) => {
 		const { request, socket } = message as { request: object; socket?: object };
-		const fresh = socket !== undefined && (socket as Tagged)[kFresh] === true;
-		if (fresh) (socket as Tagged)[kFresh] = false;
-		((request as Tagged)[kOwner] as RequestAttribution | undefined)?.onSent(fresh);
+		const fresh = socket !== undefined && freshSockets.delete(socket);
+		owners.get(request)?.onSent(fresh);
 	});
 };
 
