@@ -11,7 +11,7 @@ import type { Connection } from "mysql2/promise";
 import { learnConnectionId } from "./cancel.ts";
 import { type RetryScope, withConnectRetry } from "./connect-retry.ts";
 import { closedError, connectError } from "./errors.ts";
-import { type Core, coreOf, destroyHard, idleMs, isDead } from "./mysql2-adapter.ts";
+import { type Core, coreOf, destroyHard, isDead } from "./mysql2-adapter.ts";
 import type { ResolvedConfig, Settings } from "./options.ts";
 import { mayConnect, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
 import { noteServerFull } from "./server-pressure.ts";
@@ -132,7 +132,11 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		pool.seen.add(core);
 		// mysql2's own idle timer does not run while Lambda is frozen, and NAT gateways and proxies drop idle
 		// connections silently: a warm connection is checked before use.
-		if (!fresh && attempt <= pool.connectionLimit && (isDead(core) || idleMs(core) > pool.idleTimeout)) {
+		if (
+			!fresh &&
+			attempt <= pool.connectionLimit &&
+			(isDead(core) || idleSince(pool, core) > pool.idleTimeout)
+		) {
 			destroyHard(core, "stale in the pool");
 			continue;
 		}
@@ -155,6 +159,10 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		return { connection, core, resolved: pool.resolved, pooled: true, sessionId, pool };
 	}
 };
+
+/** How long (ms) a connection has been idle in the pool: since an invocation last gave it back. */
+const idleSince = (pool: WarmPool, core: Core): number =>
+	Date.now() - (pool.releasedAt.get(core) ?? Date.now());
 
 // The warm pool for this invocation. A config function is called only when the pool may have to open a
 // connection (none free): that is when a rotated password or IAM token must be in place.

@@ -120,6 +120,7 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 		return;
 	}
 	closing.detach();
+	lease.pool?.releasedAt.set(lease.core, Date.now());
 	(lease.connection as unknown as { release(): void }).release();
 	stats.closed = "released";
 };

@@ -2,15 +2,18 @@
 // the latest mysql2 3.x this package supports.
 //
 // Public and relied on: `connection.state` and `connection.fatalError` (3.16+), `threadId`, pool connections'
-// `release()`/`destroy()`, the promise wrapper's `.connection` (the core connection).
+// `release()`/`destroy()`, the promise wrapper's `.connection` (the core connection), the pool's `config`
+// (`connectionLimit`, `idleTimeout`), `gracefulEnd`, `ConnectionConfig` and its `parseUrl` (exported, untyped).
 // Not public, and confined here:
 // - `stream`: the core connection's socket. mysql2's destroy() only half-closes it (FIN) and leaves the commands in
 //   flight pending forever; destroying the socket with an error fails them.
-// - `lastActiveTime`: when the connection last sent a command (to skip a pooled connection idle too long).
 // - `pool._freeConnections`: whether an acquire may open a connection.
-// - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets).
+// - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets). A new
+//   pool per credential generation would be the public way, but an IAM token is new on every generation: each
+//   invocation that had to connect would retire the warm connections of the others (Managed Instances).
 // - `_command`/`_commands`: the command queue (whether a statement is in flight; a query stream to fail).
 // - Which config keys mysql2 knows: only its console warning says (optionsMysql2Ignores).
+// How long a pooled connection has been idle is this package's own record (pool-cache.ts), not mysql2's.
 import type { Socket } from "node:net";
 import { MiddyConnError } from "@middy-conn/lifecycle";
 import mysql, { type Connection as CoreConnection } from "mysql2";
@@ -23,7 +26,6 @@ export type Core = CoreConnection & {
 	readonly state?: string;
 	readonly fatalError?: unknown;
 	readonly stream?: Socket;
-	readonly lastActiveTime?: number;
 };
 
 export const coreOf = (connection: Connection): Core =>
@@ -68,9 +70,6 @@ export const socketClosed = (core: Core): Promise<void> => {
 	if (!socket || socket.destroyed) return Promise.resolve();
 	return new Promise((resolve) => socket.once("close", () => resolve()));
 };
-
-/** Milliseconds since the connection last sent a command. */
-export const idleMs = (core: Core): number => Date.now() - (core.lastActiveTime ?? Date.now());
 
 /**
  * True when acquiring from this pool right now may open a new connection. When the internals are not there it

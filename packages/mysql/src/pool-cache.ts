@@ -17,6 +17,8 @@ export interface WarmPool {
 	readonly pool: Pool;
 	/** Connections this pool has already handed out once: an acquire that returns another one opened it. */
 	readonly seen: WeakSet<object>;
+	/** When each connection was last given back to the pool (Date.now()): how long it has been idle. */
+	readonly releasedAt: WeakMap<object, number>;
 	/** The server's session id of each connection (learnt once per connection, for KILL: see cancel.ts). */
 	readonly sessionIds: WeakMap<object, number>;
 	/** mysql2's idleTimeout for this pool (ms): a connection idle longer is not reused (see acquireFrom). */
@@ -70,6 +72,7 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 		key,
 		pool,
 		seen: new WeakSet(),
+		releasedAt: new WeakMap(),
 		sessionIds: new WeakMap(),
 		idleTimeout,
 		connectionLimit,
