@@ -12,35 +12,31 @@ import { attributionInterceptor, subscribeTelemetry } from "./telemetry.ts";
 
 const dispatchers = new Map<string, Dispatcher>();
 
+// What the undici Pool (or Agent) is created with.
+const poolSettings = (options: ResolvedOptions) => ({
+	connections: options.connections,
+	keepAliveTimeout: options.keepAliveTimeout,
+	keepAliveMaxTimeout: options.keepAliveMaxTimeout,
+	connectTimeout: options.connectTimeout,
+	headersTimeout: options.headersTimeout,
+	bodyTimeout: options.bodyTimeout,
+	allowH2: options.allowH2,
+	// Certificate verification is on unless the caller turns it off explicitly (and is warned).
+	connect: { rejectUnauthorized: true, ...options.connect },
+});
+
 /** The key of the dispatcher these options need: only the options that shape the dispatcher take part. */
 export const dispatcherKey = (options: ResolvedOptions): string =>
 	optionsKey({
 		origin: options.origin,
-		connections: options.connections,
-		keepAliveTimeout: options.keepAliveTimeout,
-		keepAliveMaxTimeout: options.keepAliveMaxTimeout,
-		connectTimeout: options.connectTimeout,
-		headersTimeout: options.headersTimeout,
-		bodyTimeout: options.bodyTimeout,
-		connect: options.connect,
-		allowH2: options.allowH2,
+		...poolSettings(options),
 		retry: options.retry,
 		interceptors: options.interceptors,
 	});
 
 const createDispatcher = (options: ResolvedOptions): Dispatcher => {
 	subscribeTelemetry();
-	const settings = {
-		connections: options.connections,
-		keepAliveTimeout: options.keepAliveTimeout,
-		keepAliveMaxTimeout: options.keepAliveMaxTimeout,
-		connectTimeout: options.connectTimeout,
-		headersTimeout: options.headersTimeout,
-		bodyTimeout: options.bodyTimeout,
-		allowH2: options.allowH2,
-		// Certificate verification is on unless the caller turns it off explicitly (and is warned).
-		connect: { rejectUnauthorized: true, ...options.connect },
-	};
+	const settings = poolSettings(options);
 	// With an origin, one pool for it; without, an Agent keeps one pool per origin with the same settings.
 	const base: Dispatcher = options.origin ? new Pool(options.origin, settings) : new Agent(settings);
 	// compose() applies the first interceptor innermost: attribution sits next to the pool (it must see every
