@@ -7,6 +7,7 @@ export * from "./lambda-events.ts";
 export * from "./lambda-streaming.ts";
 export * from "./mysql-admin.ts";
 export * from "./mysql-server.ts";
+export * from "./node-binary.ts";
 export * from "./packed-packages.ts";
 export * from "./partner-api.ts";
 export * from "./sql-file.ts";
