@@ -59,7 +59,7 @@ const connectProblem = (code: string | undefined, target: Target, cause: unknown
 		case "ER_BAD_DB_ERROR":
 			return `MySQL at ${where} refused database '${target.database ?? ""}'${user} (${code})`;
 		case "ER_CON_COUNT_ERROR":
-			return `MySQL at ${where} has too many connections (ER_CON_COUNT_ERROR): max_connections is reached; size connectionLimit × concurrent environments below it, or put RDS Proxy in front`;
+			return `MySQL at ${where} has too many connections (ER_CON_COUNT_ERROR): max_connections is reached; keep the function's concurrent environments (× connectionLimit in pool mode) below it, or put RDS Proxy in front (see docs/connection-budget.md)`;
 		case "ER_TOO_MANY_USER_CONNECTIONS":
 		case "ER_USER_LIMIT_REACHED":
 			return `MySQL at ${where} refused another connection${user} (${code}): the user's connection limit is reached`;
