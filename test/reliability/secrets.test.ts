@@ -144,7 +144,7 @@ const withDb = (
 /** A handler with the HTTP middleware; every request carries the bearer token. */
 const withHttp = (
 	record: Record,
-	options: Parameters<typeof httpPool>[0],
+	options: import("@middy-conn/http-pool").HttpPoolOptions,
 	work: (context: import("@middy-conn/http-pool").HttpPoolContext) => Promise<unknown>,
 ) =>
 	middy()

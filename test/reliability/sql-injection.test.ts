@@ -5,9 +5,10 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import middy from "@middy/core";
 import { closeMysqlPools, mysqlConnection } from "@middy-conn/mysql";
-import { invokeInProcess, MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { invokeInProcess } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import ts from "typescript";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 const examples = fileURLToPath(new URL("../../examples/", import.meta.url));
 const handlers = readdirSync(examples, { withFileTypes: true })
@@ -99,22 +100,8 @@ describe("the examples' SQL", () => {
 });
 
 describe("multipleStatements", () => {
-	let admin: MysqlAdmin;
-	let db: TestDatabase;
-
-	beforeAll(async () => {
-		admin = await MysqlAdmin.connect();
-		db = await admin.createDatabase("stacked");
-	});
-
-	afterEach(async () => {
-		await closeMysqlPools();
-	});
-
-	afterAll(async () => {
-		if (db) await admin.dropDatabase(db);
-		await admin?.close();
-	});
+	const { db } = useTestDatabase("stacked");
+	usePoolCleanup(closeMysqlPools);
 
 	const stacked = (extra: Record<string, unknown>, mode: "scoped" | "pool") =>
 		middy()

@@ -4,30 +4,21 @@
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
 import { closeMysqlPools, mysqlConnection } from "@middy-conn/mysql";
-import {
-	invokeInProcess,
-	type MysqlTlsServer,
-	startHttpServer,
-	startMysqlTlsServer,
-	type TestHttpServer,
-} from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { invokeInProcess, type MysqlTlsServer, startMysqlTlsServer } from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-let https: TestHttpServer;
+const https = useHttpServer({ tls: true });
 let mysqlTls: MysqlTlsServer;
 
 beforeAll(async () => {
-	https = await startHttpServer({ tls: true });
 	mysqlTls = await startMysqlTlsServer();
 });
 
-afterEach(async () => {
-	await closeHttpPools();
-	await closeMysqlPools();
-});
+usePoolCleanup(closeHttpPools, closeMysqlPools);
 
 afterAll(async () => {
-	await Promise.all([https?.close(), mysqlTls?.close()]);
+	await mysqlTls?.close();
 });
 
 const capture = () => {

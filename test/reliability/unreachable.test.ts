@@ -9,48 +9,40 @@ import {
 	freePort,
 	invokeInProcess,
 	type LoopbackServer,
-	MysqlAdmin,
 	type MysqlTlsServer,
-	startHttpServer,
 	startMysqlTlsServer,
 	startSilentServer,
-	type TestDatabase,
-	type TestHttpServer,
 } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { useHttpServer, usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /** The invocation has this long; every connect below is bounded far below it. */
 const INVOCATION_MS = 8000;
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
+const { db } = useTestDatabase("unreachable");
+const https = useHttpServer({
+	tls: true,
+	routes: {
+		"/v1/items": (request, response) => {
+			const authorized = request.headers.authorization === "Bearer right-token";
+			response.writeHead(authorized ? 200 : 401, { "content-type": "application/json" }).end("{}");
+		},
+	},
+});
 let silent: LoopbackServer;
 let mysqlTls: MysqlTlsServer;
-let https: TestHttpServer;
 let closedPort: number;
 
 beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("unreachable");
 	silent = await startSilentServer();
 	mysqlTls = await startMysqlTlsServer();
-	https = await startHttpServer({ tls: true });
-	https.route("/v1/items", (request, response) => {
-		const authorized = request.headers.authorization === "Bearer right-token";
-		response.writeHead(authorized ? 200 : 401, { "content-type": "application/json" }).end("{}");
-	});
 	closedPort = await freePort();
 });
 
-afterEach(async () => {
-	await closeHttpPools();
-	await closeMysqlPools();
-});
+usePoolCleanup(closeHttpPools, closeMysqlPools);
 
 afterAll(async () => {
-	await Promise.all([silent?.close(), mysqlTls?.close(), https?.close()]);
-	if (db) await admin.dropDatabase(db);
-	await admin?.close();
+	await Promise.all([silent?.close(), mysqlTls?.close()]);
 });
 
 /** Runs the handler as one Lambda invocation; resolves to what it threw. */

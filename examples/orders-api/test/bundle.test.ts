@@ -10,39 +10,36 @@ import {
 	describeBundle,
 	type ExecutionEnvironment,
 	httpApiEvent,
-	MysqlAdmin,
 	startExecutionEnvironment,
-	startHttpServer,
-	type TestDatabase,
-	type TestHttpServer,
 } from "@middy-conn/test-harness";
+import { useHttpServer, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const example = fileURLToPath(new URL("..", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "middy-conn-orders-api-"));
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-let partner: TestHttpServer;
+const { admin, db } = useTestDatabase("orders_bundle", {
+	seed: (_admin, db) => applySqlFile(db, join(example, "schema.sql")),
+});
+const partner = useHttpServer({
+	tls: true,
+	routes: {
+		"/webhooks/orders": (_request, response) => {
+			response.writeHead(202).end();
+		},
+	},
+	resetStats: false,
+});
 let environment: ExecutionEnvironment;
 
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("orders_bundle");
-	await applySqlFile(db, join(example, "schema.sql"));
-	partner = await startHttpServer({ tls: true });
-	partner.route("/webhooks/orders", (_request, response) => {
-		response.writeHead(202).end();
-	});
+beforeAll(() => {
 	writeFileSync(join(work, "partner-ca.pem"), partner.ca ?? "");
 });
 
+// Runs before the fixtures' afterAll (registered later): the function's process ends first.
 afterAll(async () => {
 	await environment?.kill();
-	await partner?.close();
-	if (db) await admin.dropDatabase(db);
-	await admin?.close();
 	rmSync(work, { recursive: true, force: true });
 });
 

@@ -1,22 +1,21 @@
 import { fileURLToPath } from "node:url";
-import {
-	applySqlFile,
-	httpApiEvent,
-	invokeInProcess,
-	MysqlAdmin,
-	startHttpServer,
-	type TestDatabase,
-	type TestHttpServer,
-} from "@middy-conn/test-harness";
+import { applySqlFile, databaseEnvironment, httpApiEvent, invokeInProcess } from "@middy-conn/test-harness";
+import { useHttpServer, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { APIGatewayProxyResultV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import type { RowDataPacket } from "mysql2";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
 
 const schema = fileURLToPath(new URL("../schema.sql", import.meta.url));
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-let partner: TestHttpServer;
+const { admin, db } = useTestDatabase("orders_api", { seed: (_admin, db) => applySqlFile(db, schema) });
+const partner = useHttpServer({
+	routes: {
+		"/webhooks/orders": (_request, response) => {
+			response.writeHead(202).end();
+		},
+	},
+	resetStats: false,
+});
 let handler: unknown;
 
 const call = async (event: Parameters<typeof httpApiEvent>[0]) => {
@@ -49,20 +48,9 @@ const ordersOf = async (customerId: string) =>
 	]);
 
 beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("orders_api");
-	await applySqlFile(db, schema);
-	partner = await startHttpServer();
-	partner.route("/webhooks/orders", (_request, response) => {
-		response.writeHead(202).end();
-	});
 	// The function's configuration, as template.yaml sets it; the handler reads it when it is loaded (cold start).
 	Object.assign(process.env, {
-		DB_HOST: db.host,
-		DB_PORT: String(db.port),
-		DB_USER: db.user,
-		DB_PASSWORD: db.password,
-		DB_NAME: db.database,
+		...databaseEnvironment(db),
 		WEBHOOK_ORIGIN: partner.origin,
 		WEBHOOK_PATH: "/webhooks/orders",
 	});
@@ -72,12 +60,6 @@ beforeAll(async () => {
 afterEach(async () => {
 	// Every invocation, whatever its outcome, has closed its database connection by the time it returned.
 	expect(await admin.settleConnections(db.user, 0)).toBe(0);
-});
-
-afterAll(async () => {
-	await partner?.close();
-	if (db) await admin.dropDatabase(db);
-	await admin?.close();
 });
 
 describe("orders-api: POST /orders", () => {

@@ -10,18 +10,19 @@ import {
 	createDatabaseUser,
 	describeBundle,
 	type ExecutionEnvironment,
-	MysqlAdmin,
 	startExecutionEnvironment,
 	type TestDatabase,
 } from "@middy-conn/test-harness";
+import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AccountView } from "../handler.ts";
 
 const example = fileURLToPath(new URL("..", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "middy-conn-read-after-write-"));
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
+const { admin, db } = useTestDatabase("raw_bundle", {
+	seed: (_admin, db) => applySqlFile(db, join(example, "schema.sql")),
+});
 let readerDb: TestDatabase;
 const environments: ExecutionEnvironment[] = [];
 
@@ -34,17 +35,13 @@ const settingsOf = (database: TestDatabase) => ({
 });
 
 beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("raw_bundle");
-	await applySqlFile(db, join(example, "schema.sql"));
 	readerDb = await createDatabaseUser(admin, db, { suffix: "r", privileges: ["SELECT"] });
 });
 
+// Runs before the fixture's afterAll (registered later), which drops the database.
 afterAll(async () => {
 	await Promise.all(environments.map((environment) => environment.kill()));
 	if (readerDb) await admin.query(`DROP USER IF EXISTS '${readerDb.user}'@'%'`);
-	if (db) await admin.dropDatabase(db);
-	await admin?.close();
 	rmSync(work, { recursive: true, force: true });
 });
 

@@ -1,12 +1,12 @@
 import { fileURLToPath } from "node:url";
-import { applySqlFile, invokeInProcess, MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { applySqlFile, databaseEnvironment, invokeInProcess } from "@middy-conn/test-harness";
+import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AccountView, ReadEvent, WriteEvent } from "../handler.ts";
 
 const schema = fileURLToPath(new URL("../schema.sql", import.meta.url));
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
+const { admin, db } = useTestDatabase("read_after_write", { seed: (_admin, db) => applySqlFile(db, schema) });
 
 type Read = (event: ReadEvent) => Promise<AccountView>;
 
@@ -44,26 +44,12 @@ const balanceAfterAFailedRead = async (write: (event: WriteEvent) => Promise<unk
 	return (await read({ accountId })).balanceCents;
 };
 
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("read_after_write");
-	await applySqlFile(db, schema);
-	Object.assign(process.env, {
-		DB_HOST: db.host,
-		DB_PORT: String(db.port),
-		DB_USER: db.user,
-		DB_PASSWORD: db.password,
-		DB_NAME: db.database,
-	});
+beforeAll(() => {
+	Object.assign(process.env, databaseEnvironment(db));
 });
 
 afterEach(async () => {
 	await Promise.all(environments.splice(0).map((close) => close()));
-});
-
-afterAll(async () => {
-	if (db) await admin.dropDatabase(db);
-	await admin?.close();
 });
 
 describe("read-after-write: the control (seed 003)", () => {

@@ -3,7 +3,6 @@
 import type { MiddlewareObj, Request } from "@middy/core";
 import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
 import { tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
-import type { Context } from "aws-lambda";
 import type { Dispatcher } from "undici";
 import { HttpInvocation } from "./invocation.ts";
 import { connectorKeys, type HttpPoolOptions, httpPoolValidateOptions, pkg } from "./options.ts";
@@ -29,13 +28,21 @@ export interface HttpPoolDispatcher extends Dispatcher {
 	readonly invocationStats: HttpPoolStats;
 }
 
-/** What httpPool() adds to the Lambda context. */
-export interface HttpPoolContext {
-	http: HttpPoolDispatcher;
-	waitUntil: WaitUntil;
-}
+/** The Lambda context as Middy types it. */
+type LambdaContext = Request["context"];
 
-export type HttpPoolMiddleware = MiddlewareObj<unknown, unknown, Error, Context & HttpPoolContext> & {
+/** What `httpPool({ contextKey })` adds to the Lambda context (`context.http` by default). */
+export type HttpPoolContext<TContextKey extends string = "http"> = {
+	[K in TContextKey]: HttpPoolDispatcher;
+} & { waitUntil: WaitUntil };
+
+export type HttpPoolMiddleware<TContextKey extends string = "http"> = MiddlewareObj<
+	unknown,
+	// biome-ignore lint/suspicious/noExplicitAny: Middy's own default for a middleware's result type
+	any,
+	Error,
+	LambdaContext & HttpPoolContext<TContextKey>
+> & {
 	/**
 	 * The dispatcher shared by every invocation of this execution environment (a Pool with `origin`, an Agent
 	 * without), for its `stats` and for shutdown. Closing it affects every invocation; prefer closeHttpPools().
@@ -43,7 +50,9 @@ export type HttpPoolMiddleware = MiddlewareObj<unknown, unknown, Error, Context 
 	readonly dispatcher: Dispatcher;
 };
 
-export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
+export const httpPool = <TContextKey extends string = "http">(
+	opts: HttpPoolOptions<TContextKey> = {},
+): HttpPoolMiddleware<TContextKey> => {
 	const options = httpPoolValidateOptions(opts);
 	const logger = safeLogger(options.logger);
 	tlsSettingsCheck(logger, pkg, {
@@ -95,7 +104,7 @@ export const httpPool = (opts: HttpPoolOptions = {}): HttpPoolMiddleware => {
 		enumerable: false,
 		get: () => sharedDispatcher(key, options),
 	});
-	return middleware as unknown as HttpPoolMiddleware;
+	return middleware as unknown as HttpPoolMiddleware<TContextKey>;
 };
 
 export default httpPool;

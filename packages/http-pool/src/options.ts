@@ -34,7 +34,7 @@ export interface HttpPoolRetryOptions {
 
 export type HttpPoolInterceptor = Dispatcher.DispatcherComposeInterceptor;
 
-export interface HttpPoolOptions {
+export interface HttpPoolOptions<TContextKey extends string = "http"> {
 	/** `https://host[:port]`: requests may then give only a `path`. Without it, each request gives its `origin`. */
 	origin?: string;
 	/** Connections per origin, shared by the invocations of this execution environment. Default 10. */
@@ -58,7 +58,7 @@ export interface HttpPoolOptions {
 	/** Your own undici interceptors (`interceptors.redirect()`, `interceptors.dns()`, ...), composed in. */
 	interceptors?: HttpPoolInterceptor[];
 	/** Where the dispatcher goes on the context. Default "http". (`context.waitUntil` keeps its name.) */
-	contextKey?: string;
+	contextKey?: TContextKey;
 	/** Time (ms) kept back from `getRemainingTimeInMillis()` when waiting for background tasks. Default 500. */
 	waitUntilReserve?: number;
 	/** Longest wait (ms) for background tasks, and the wait when the context has no Lambda clock. Default 10000. */
@@ -261,7 +261,7 @@ const checkConnect = (connect: Record<string, unknown>) => {
 };
 
 /** Validates the options (TypeError naming the option) and fills in the defaults. */
-export const httpPoolValidateOptions = (options: HttpPoolOptions = {}): ResolvedOptions => {
+export const httpPoolValidateOptions = (options: HttpPoolOptions<string> = {}): ResolvedOptions => {
 	if (!isPlainObject(options)) fail("httpPool options must be an object");
 	validateOptions(pkg, schema, { ...options, retry: undefined, logger: undefined });
 

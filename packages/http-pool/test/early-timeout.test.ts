@@ -1,24 +1,12 @@
 import middy from "@middy/core";
-import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
 import type { Pool } from "undici";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { closeHttpPools, errorCodes, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { type HttpContext, lambdaContext } from "./helpers.ts";
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-});
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+const server = useHttpServer();
+usePoolCleanup(closeHttpPools);
 
 describe("Middy's early timeout (timeoutEarlyInMillis)", () => {
 	it("aborts the request the handler is still waiting on, and frees its socket", async () => {

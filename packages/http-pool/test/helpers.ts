@@ -11,7 +11,11 @@ let nextRequestId = 0;
  * Typed as the handler will see it (Middy types a wrapped handler's context with what its middlewares add):
  * httpPool() adds `http` and `waitUntil` in its before.
  */
-export const lambdaContext = (remainingMs?: number): HttpContext => {
+/**
+ * A Lambda-like context to call a handler with (typed as the handler's context: the middleware adds the rest;
+ * `TContext` for a handler behind httpPool({ contextKey })).
+ */
+export const lambdaContext = <TContext extends Context = HttpContext>(remainingMs?: number): TContext => {
 	const deadline = remainingMs === undefined ? undefined : Date.now() + remainingMs;
 	return {
 		callbackWaitsForEmptyEventLoop: false,
@@ -26,7 +30,7 @@ export const lambdaContext = (remainingMs?: number): HttpContext => {
 		done: () => {},
 		fail: () => {},
 		succeed: () => {},
-	} as unknown as HttpContext;
+	} as unknown as TContext;
 };
 
 /** A logger shaped like console and the Powertools Logger, recording every call. */
@@ -47,8 +51,8 @@ export const watchUnhandledRejections = () => {
 	};
 };
 
-/** The context a handler sees under httpPool(): Lambda's, plus `http` and `waitUntil`. */
-export type HttpContext = Context & HttpPoolContext;
+/** The context a handler sees under httpPool({ contextKey }): Lambda's, plus `http` (or the key) and `waitUntil`. */
+export type HttpContext<TContextKey extends string = "http"> = Context & HttpPoolContext<TContextKey>;
 
 /**
  * Invokes like Lambda's runtime: the next invocation starts only after the runtime has posted this response and

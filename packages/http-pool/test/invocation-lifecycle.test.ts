@@ -7,15 +7,10 @@
 import { setTimeout as delay, setImmediate } from "node:timers/promises";
 import middy, { type MiddlewareObj, type Request } from "@middy/core";
 import { closeMysqlPools, type MysqlContext, mysqlConnection } from "@middy-conn/mysql";
-import {
-	MysqlAdmin,
-	startHttpServer,
-	type TestDatabase,
-	type TestHttpServer,
-} from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2/promise";
 import type { Dispatcher, Pool } from "undici";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
 	closeHttpPools,
 	errorCodes,
@@ -26,37 +21,25 @@ import {
 } from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger } from "./helpers.ts";
 
-let server: TestHttpServer;
-let admin: MysqlAdmin;
-let database: TestDatabase;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-	// An audit endpoint that takes a moment to answer: a background task POSTs to it.
-	server.route("/audit", (_req, res) => {
-		setTimeout(() => res.end("{}"), 30);
-	});
-	admin = await MysqlAdmin.connect();
-	database = await admin.createDatabase("http_lifecycle");
-	await admin.query(
-		`CREATE TABLE \`${database.database}\`.audit (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL) ENGINE=InnoDB`,
-	);
+// After each test, in this order (after-hooks run last registered first): the pools are closed, the server's
+// sockets are all gone, the database user's sessions too (killed if a failed test left some), the stats reset.
+const server = useHttpServer({
+	routes: {
+		// An audit endpoint that takes a moment to answer: a background task POSTs to it.
+		"/audit": (_req, res) => {
+			setTimeout(() => res.end("{}"), 30);
+		},
+	},
 });
-
+const { admin, db: database } = useTestDatabase("http_lifecycle", {
+	tables: ["audit (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL) ENGINE=InnoDB"],
+	settle: "kill",
+});
+// a test that failed may have left sockets behind: they must not count in the next one
 afterEach(async () => {
-	await closeHttpPools();
-	await closeMysqlPools();
-	if ((await admin.settleConnections(database.user, 0)) !== 0) await admin.killUser(database.user);
-	// a test that failed may have left sockets behind: they must not count in the next one
 	await vi.waitFor(() => expect(server.stats.open).toBe(0));
-	server.resetStats();
 });
-
-afterAll(async () => {
-	await server.close();
-	await admin.dropDatabase(database);
-	await admin.close();
-});
+usePoolCleanup(closeHttpPools, closeMysqlPools);
 
 // --- Helpers ---
 
@@ -172,51 +155,71 @@ describe("1. one teardown per invocation, finished before the invocation's promi
 	const handlerFailed = (): never => {
 		throw new Error("handler failed");
 	};
+	/**
+	 * Middy (an early timeout 250 ms before Lambda's) with `earlier` registered before httpPool() and `later` after
+	 * it, around a handler that does the work, then returns 200, throws "handler failed", or waits 5 s (Middy's abort
+	 * signal ends the wait).
+	 */
+	const around =
+		({
+			earlier,
+			later,
+			ending = "return",
+			timeoutEarlyResponse,
+		}: {
+			earlier?: MiddlewareObj;
+			later?: MiddlewareObj;
+			ending?: "return" | "throw" | "wait";
+			timeoutEarlyResponse?: () => unknown;
+		}): PathCase["build"] =>
+		(mw, work) =>
+			middy({ timeoutEarlyInMillis: 250, ...(timeoutEarlyResponse ? { timeoutEarlyResponse } : {}) })
+				.use(earlier ? [earlier] : [])
+				.use(mw)
+				.use(later ? [later] : [])
+				.handler(async (_event, context, { signal }) => {
+					await work(context);
+					if (ending === "throw") handlerFailed();
+					if (ending === "wait") await delay(5000, undefined, { signal });
+					return { statusCode: 200 };
+				});
+	const remapError: MiddlewareObj = {
+		onError: (request) => {
+			request.error = new Error("remapped");
+		},
+	};
+	const onErrorThrows: MiddlewareObj = {
+		onError: () => {
+			throw new Error("onError failed");
+		},
+	};
+	const onErrorAnswers: MiddlewareObj = { onError: () => ({ statusCode: 500 }) };
+	const ordinary = { remainingMs: 10_000, teardown: "graceful" } as const;
 
 	const paths: PathCase[] = [
 		{
 			path: "the handler returns",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.handler(async (_event, context) => {
-						await work(context);
-						return { statusCode: 200 };
-					}),
-			remainingMs: 10_000,
+			build: around({}),
 			expected: { value: { statusCode: 200 } },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "the handler throws",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ ending: "throw" }),
 			expected: { error: "handler failed" },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an after registered later throws, and the onErrors run (ours included)",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.use({
-						after: () => {
-							throw new Error("after failed");
-						},
-					})
-					.handler(async (_event, context) => {
-						await work(context);
-						return { statusCode: 200 };
-					}),
-			remainingMs: 10_000,
+			build: around({
+				later: {
+					after: () => {
+						throw new Error("after failed");
+					},
+				},
+			}),
 			expected: { error: "after failed" },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "a before registered later answers early (Middy skips the handler and every after)",
@@ -232,148 +235,62 @@ describe("1. one teardown per invocation, finished before the invocation's promi
 					.handler(async () => {
 						throw new Error("the handler must not run");
 					}),
-			remainingMs: 10_000,
 			expected: { value: { statusCode: 304 } },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an after registered later answers early (Middy skips ours)",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.use({ after: () => ({ statusCode: 304 }) })
-					.handler(async (_event, context) => {
-						await work(context);
-						return { statusCode: 200 };
-					}),
-			remainingMs: 10_000,
+			build: around({ later: { after: () => ({ statusCode: 304 }) } }),
 			expected: { value: { statusCode: 304 } },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an onError registered later answers (Middy skips ours)",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.use({ onError: () => ({ statusCode: 500 }) })
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ later: onErrorAnswers, ending: "throw" }),
 			expected: { value: { statusCode: 500 } },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an onError registered later remaps the error, then ours runs",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.use({
-						onError: (request) => {
-							request.error = new Error("remapped");
-						},
-					})
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ later: remapError, ending: "throw" }),
 			expected: { error: "remapped" },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an onError registered later throws (Middy rethrows at once, ours never runs)",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.use({
-						onError: () => {
-							throw new Error("onError failed");
-						},
-					})
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ later: onErrorThrows, ending: "throw" }),
 			expected: { error: "onError failed" },
+			...ordinary,
 			teardown: "at once",
 		},
 		{
 			path: "an onError registered earlier answers, after ours ran",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use({ onError: () => ({ statusCode: 500 }) })
-					.use(mw)
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ earlier: onErrorAnswers, ending: "throw" }),
 			expected: { value: { statusCode: 500 } },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an onError registered earlier remaps the error, after ours ran",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use({
-						onError: (request) => {
-							request.error = new Error("remapped");
-						},
-					})
-					.use(mw)
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ earlier: remapError, ending: "throw" }),
 			expected: { error: "remapped" },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "an onError registered earlier throws, after ours ran",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use({
-						onError: () => {
-							throw new Error("onError failed");
-						},
-					})
-					.use(mw)
-					.handler(async (_event, context) => {
-						await work(context);
-						handlerFailed();
-					}),
-			remainingMs: 10_000,
+			build: around({ earlier: onErrorThrows, ending: "throw" }),
 			expected: { error: "onError failed" },
-			teardown: "graceful",
+			...ordinary,
 		},
 		{
 			path: "Middy's TimeoutError while the handler still runs",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250 })
-					.use(mw)
-					.handler(async (_event, context, { signal }) => {
-						await work(context);
-						await delay(5000, undefined, { signal });
-						return { statusCode: 200 };
-					}),
+			build: around({ ending: "wait" }),
 			remainingMs: 600,
 			expected: { errorName: "TimeoutError" },
 			teardown: "at once",
 		},
 		{
 			path: "a timeoutEarlyResponse that returns a value (Middy runs the afters while the handler still runs)",
-			build: (mw, work) =>
-				middy({ timeoutEarlyInMillis: 250, timeoutEarlyResponse: () => ({ statusCode: 503 }) })
-					.use(mw)
-					.handler(async (_event, context, { signal }) => {
-						await work(context);
-						await delay(5000, undefined, { signal });
-						return { statusCode: 200 };
-					}),
+			build: around({ ending: "wait", timeoutEarlyResponse: () => ({ statusCode: 503 }) }),
 			remainingMs: 600,
 			expected: { value: { statusCode: 503 } },
 			teardown: "graceful",

@@ -1,40 +1,33 @@
 import middy from "@middy/core";
-import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it, vi } from "vitest";
 import { closeHttpPools, errorCodes, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger } from "./helpers.ts";
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-});
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+const server = useHttpServer();
+usePoolCleanup(closeHttpPools);
 
 /** A pool of one connection: whatever an invocation leaves holding it would stall the next one. */
 const poolOfOne = (stats: HttpPoolStats[], logger = spyLogger()) =>
 	httpPool({ origin: server.origin, connections: 1, logger, onStats: (s) => void stats.push(s) });
 
+/** Two functions, each on a pool of one (the same warm pool): one leaves a body of `bytes` unread, one reads JSON. */
+const unreadThenRead = (bytes: number, stats: HttpPoolStats[]) => ({
+	leaveUnread: middy(async (_event: unknown, context: HttpContext) => {
+		const { statusCode } = await context.http.request({ path: `/large?bytes=${bytes}`, method: "GET" });
+		return statusCode;
+	}).use(poolOfOne(stats)),
+	readJson: middy(async (_event: unknown, context: HttpContext) => {
+		const { body } = await context.http.request({ path: "/json", method: "GET" });
+		return body.json();
+	}).use(poolOfOne(stats)),
+});
+
 describe("what an invocation leaves open when it ends", () => {
 	it("dumps bodies the handler left unread, so a pool of one is not starved", async () => {
 		const stats: HttpPoolStats[] = [];
 		// 100 kB: more than undici buffers for an unread body (64 KiB), so the connection stays busy until it is read.
-		const leaveUnread = middy(async (_event: unknown, context: HttpContext) => {
-			const { statusCode } = await context.http.request({ path: "/large?bytes=100000", method: "GET" });
-			return statusCode;
-		}).use(poolOfOne(stats));
-		const readJson = middy(async (_event: unknown, context: HttpContext) => {
-			const { body } = await context.http.request({ path: "/json", method: "GET" });
-			return body.json();
-		}).use(poolOfOne(stats));
+		const { leaveUnread, readJson } = unreadThenRead(100_000, stats);
 
 		expect(await leaveUnread({}, lambdaContext())).toBe(200);
 		expect(await readJson({}, lambdaContext())).toMatchObject({ ok: true });
@@ -53,14 +46,7 @@ describe("what an invocation leaves open when it ends", () => {
 
 	it("closes the connection of an unread body too large to drain, rather than reading megabytes", async () => {
 		const stats: HttpPoolStats[] = [];
-		const leaveUnread = middy(async (_event: unknown, context: HttpContext) => {
-			const { statusCode } = await context.http.request({ path: "/large?bytes=5000000", method: "GET" });
-			return statusCode;
-		}).use(poolOfOne(stats));
-		const readJson = middy(async (_event: unknown, context: HttpContext) => {
-			const { body } = await context.http.request({ path: "/json", method: "GET" });
-			return body.json();
-		}).use(poolOfOne(stats));
+		const { leaveUnread, readJson } = unreadThenRead(5_000_000, stats);
 
 		expect(await leaveUnread({}, lambdaContext())).toBe(200);
 		expect(await readJson({}, lambdaContext())).toMatchObject({ ok: true });

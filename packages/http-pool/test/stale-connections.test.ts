@@ -6,9 +6,9 @@ import {
 	startHttpServer,
 	startTcpProxy,
 	type TcpProxy,
-	type TestHttpServer,
 } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
 	closeHttpPools,
 	errorCodes,
@@ -20,12 +20,8 @@ import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
 const fixture = fileURLToPath(new URL("./fixtures/http-function.ts", import.meta.url));
 
-let server: TestHttpServer;
+const server = useHttpServer();
 let proxy: TcpProxy;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-});
 
 beforeEach(async () => {
 	server.resetStats();
@@ -33,13 +29,9 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-	await closeHttpPools();
 	await proxy.close();
 });
-
-afterAll(async () => {
-	await server.close();
-});
+usePoolCleanup(closeHttpPools);
 
 interface Outcome {
 	statusCode?: number;

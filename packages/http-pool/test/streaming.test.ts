@@ -14,35 +14,31 @@ import {
 	invokeStreaming,
 	patternBytes,
 	type StreamingInvokeOptions,
-	startHttpServer,
-	type TestHttpServer,
 } from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
 import { fetch } from "undici";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { closeHttpPools, type HttpPoolOptions, type HttpPoolStats, httpPool } from "../src/index.ts";
+import { describe, expect, it } from "vitest";
+import {
+	closeHttpPools,
+	type HttpPoolMiddleware,
+	type HttpPoolOptions,
+	type HttpPoolStats,
+	httpPool,
+} from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger, watchUnhandledRejections } from "./helpers.ts";
 
 // Middy reads the `awslambda` global when a streaming handler is created.
 installLambdaStreaming();
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-	// An audit endpoint: a background task POSTs to it.
-	server.route("/audit", (_req, res) => {
-		res.end("{}");
-	});
+const server = useHttpServer({
+	routes: {
+		// An audit endpoint: a background task POSTs to it.
+		"/audit": (_req, res) => {
+			res.end("{}");
+		},
+	},
 });
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+usePoolCleanup(closeHttpPools);
 
 const MiB = 1024 * 1024;
 const partnerBytes = 6 * MiB + 3;
@@ -86,7 +82,7 @@ const eventually = async (check: () => boolean, timeoutMs = 2000): Promise<boole
 const streaming = () => middy({ executionMode: executionModeStreamifyResponse });
 
 /** A handler that proxies the partner's `path` as its own body. */
-const proxy = (middleware: ReturnType<typeof httpPool>, path: string, timeline: string[]) =>
+const proxy = (middleware: HttpPoolMiddleware, path: string, timeline: string[]) =>
 	streaming()
 		.use(middleware)
 		.handler(async (_event: unknown, context: HttpContext) => {
@@ -318,11 +314,7 @@ describe("a streamed body that never reaches the client", () => {
 });
 
 describe("responses that do not stream a body are closed in the after, as before", () => {
-	const jsonHandler = (
-		mode: "standard" | "streaming",
-		timeline: string[],
-		middleware: ReturnType<typeof httpPool>,
-	) =>
+	const jsonHandler = (mode: "standard" | "streaming", timeline: string[], middleware: HttpPoolMiddleware) =>
 		(mode === "streaming" ? streaming() : middy())
 			.use({ after: () => void timeline.push("outer after") })
 			.use(middleware)

@@ -1,26 +1,17 @@
 import middy from "@middy/core";
-import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it } from "vitest";
 import { closeHttpPools, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger } from "./helpers.ts";
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-	server.route("/slowish", (_req, res) => {
-		setTimeout(() => res.end("{}"), 10);
-	});
+const server = useHttpServer({
+	routes: {
+		"/slowish": (_req, res) => {
+			setTimeout(() => res.end("{}"), 10);
+		},
+	},
 });
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+usePoolCleanup(closeHttpPools);
 
 describe("per-invocation stats", () => {
 	it("attributes requests to their own invocation when invocations run concurrently in one process", async () => {

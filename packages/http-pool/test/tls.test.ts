@@ -1,23 +1,11 @@
 import middy from "@middy/core";
-import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it } from "vitest";
 import { closeHttpPools, type HttpPoolOptions, httpPool } from "../src/index.ts";
 import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer({ tls: true });
-});
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+const server = useHttpServer({ tls: true });
+usePoolCleanup(closeHttpPools);
 
 const getJson = (options: HttpPoolOptions) =>
 	asLambda(

@@ -71,3 +71,23 @@ httpPool({
 	connect: { ca: "-----BEGIN CERTIFICATE-----", rejectUnauthorized: true },
 });
 httpPool({ onStats: (stats, req) => void [stats.requests, req.context.awsRequestId] });
+
+// contextKey is typed: the dispatcher is where the option says, and nowhere else.
+export const underItsKey = middy()
+	.use(httpPool({ origin: "https://partner.example.com", contextKey: "partner" }))
+	.use(httpPool({ origin: "https://api.example.com" }))
+	.handler(async (_event, context) => {
+		expectTypeOf(context.partner).toExtend<Dispatcher>();
+		expectTypeOf(context.http).toExtend<Dispatcher>();
+		// @ts-expect-error no middleware put a dispatcher under "other"
+		context.other.request({ path: "/", method: "GET" });
+		// @ts-expect-error the dispatcher is not a number (context is typed, never any)
+		const wrong: number = context.partner;
+		return wrong;
+	});
+
+// A handler written before .use() names the key in the annotation.
+export const annotatedKey = middy(async (_event: unknown, context: Context & HttpPoolContext<"partner">) => {
+	const { body } = await context.partner.request({ path: "/", method: "GET" });
+	return body.text();
+}).use(httpPool({ contextKey: "partner" }));

@@ -1,7 +1,7 @@
 import { setImmediate } from "node:timers/promises";
 import middy from "@middy/core";
-import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it, vi } from "vitest";
 import {
 	closeHttpPools,
 	errorCodes,
@@ -11,25 +11,16 @@ import {
 } from "../src/index.ts";
 import { type HttpContext, lambdaContext, spyLogger, watchUnhandledRejections } from "./helpers.ts";
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-	// An audit endpoint that takes a while to answer: a POST still in flight when the handler returns is lost on
-	// Lambda unless something waits for it.
-	server.route("/audit", (_req, res) => {
-		setTimeout(() => res.end("{}"), 30);
-	});
+const server = useHttpServer({
+	routes: {
+		// An audit endpoint that takes a while to answer: a POST still in flight when the handler returns is lost on
+		// Lambda unless something waits for it.
+		"/audit": (_req, res) => {
+			setTimeout(() => res.end("{}"), 30);
+		},
+	},
 });
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+usePoolCleanup(closeHttpPools);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -285,8 +276,8 @@ describe("context.waitUntil: background work that is delivered before the invoca
 	});
 
 	it("is one set of tasks per invocation, shared by two httpPool middlewares", async () => {
-		const handler = middy(async (_event: unknown, context: HttpContext) => {
-			const { first, second } = context as unknown as Record<"first" | "second", HttpContext["http"]>;
+		const handler = middy(async (_event: unknown, context: HttpContext<"first" | "second">) => {
+			const { first, second } = context;
 			context.waitUntil(async () => {
 				await sleep(20);
 				// The inner middleware's after runs first: it must not have cleaned up its requests yet.
@@ -300,7 +291,7 @@ describe("context.waitUntil: background work that is delivered before the invoca
 			.use(httpPool({ origin: server.origin, contextKey: "first", logger: false }))
 			.use(httpPool({ origin: server.origin, contextKey: "second", logger: false, connections: 2 }));
 
-		expect(await handler({}, lambdaContext(10_000))).toBe("ok");
+		expect(await handler({}, lambdaContext<HttpContext<"first" | "second">>(10_000))).toBe("ok");
 		expect(server.receivedCount("POST", "/audit")).toBe(2);
 	});
 });

@@ -1,24 +1,13 @@
 import middy from "@middy/core";
-import { startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
+import { startHttpServer } from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
 import { Agent, fetch, request } from "undici";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { closeHttpPools, errorCodes, type HttpPoolStats, httpPool } from "../src/index.ts";
 import { asLambda, type HttpContext, lambdaContext } from "./helpers.ts";
 
-let server: TestHttpServer;
-
-beforeAll(async () => {
-	server = await startHttpServer();
-});
-
-afterEach(async () => {
-	await closeHttpPools();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
-});
+const server = useHttpServer();
+usePoolCleanup(closeHttpPools);
 
 describe("a warm pool shared by the invocations of one execution environment", () => {
 	it("serves 100 sequential warm invocations over one connection, and the stats say so", async () => {
@@ -154,13 +143,12 @@ describe("a warm pool shared by the invocations of one execution environment", (
 	});
 
 	it("puts the dispatcher under contextKey, and keeps waitUntil on the context", async () => {
-		const handler = middy(async (_event: unknown, context: HttpContext) => {
-			const api = (context as unknown as Record<string, typeof context.http>).api;
-			const { body } = await (api as typeof context.http).request({ path: "/json", method: "GET" });
+		const handler = middy(async (_event: unknown, context: HttpContext<"api">) => {
+			const { body } = await context.api.request({ path: "/json", method: "GET" });
 			return { body: await body.json(), waitUntil: typeof context.waitUntil };
 		}).use(httpPool({ origin: server.origin, contextKey: "api", logger: false }));
 
-		expect(await handler({}, lambdaContext())).toEqual({
+		expect(await handler({}, lambdaContext<HttpContext<"api">>())).toEqual({
 			body: { ok: true, socketId: expect.any(Number) },
 			waitUntil: "function",
 		});

@@ -8,13 +8,9 @@
 // Here: real worker threads (the harness's startWorkerThreadsEnvironment) load a function module
 // (fixtures/worker-function.ts) as the runtime does, against an HTTPS server on 127.0.0.1 that counts the TCP
 // connections, TLS handshakes and requests it sees, and which connection carried each request.
-import {
-	startHttpServer,
-	startWorkerThreadsEnvironment,
-	type TestHttpServer,
-	type WorkerThreadsEnvironment,
-} from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { startWorkerThreadsEnvironment, type WorkerThreadsEnvironment } from "@middy-conn/test-harness";
+import { useHttpServer } from "@middy-conn/test-harness/test-fixtures";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { WorkerEvent, WorkerReport, WorkerResult } from "./fixtures/worker-function.ts";
 
 const FUNCTION_MODULE = new URL("./fixtures/worker-function.ts", import.meta.url);
@@ -28,7 +24,6 @@ const ROUNDS = 3;
 /** How long the server holds each request before it answers (ms), so that the invocations overlap. */
 const HOLD_MS = 20;
 
-let server: TestHttpServer;
 let environment: WorkerThreadsEnvironment | undefined;
 /** Requests the server is holding (not answered yet) right now, and the most it held at once. */
 let inFlight = 0;
@@ -36,28 +31,30 @@ let peakInFlight = 0;
 /** The most TCP connections open at once, as seen when a request arrived. */
 let peakOpen = 0;
 
-beforeAll(async () => {
-	server = await startHttpServer({ tls: true });
-	server.route("/held", (_req, res, received) => {
-		inFlight++;
-		peakInFlight = Math.max(peakInFlight, inFlight);
-		peakOpen = Math.max(peakOpen, server.stats.open);
-		let held = true;
-		const answer = () => {
-			if (!held) return;
-			held = false;
-			inFlight--;
-		};
-		const timer = setTimeout(() => {
-			answer();
-			res.writeHead(200, { "content-type": "application/json" });
-			res.end(JSON.stringify({ socketId: received.socketId }));
-		}, HOLD_MS);
-		res.on("close", () => {
-			clearTimeout(timer);
-			answer();
-		});
-	});
+const server = useHttpServer({
+	tls: true,
+	routes: {
+		"/held": (_req, res, received) => {
+			inFlight++;
+			peakInFlight = Math.max(peakInFlight, inFlight);
+			peakOpen = Math.max(peakOpen, server.stats.open);
+			let held = true;
+			const answer = () => {
+				if (!held) return;
+				held = false;
+				inFlight--;
+			};
+			const timer = setTimeout(() => {
+				answer();
+				res.writeHead(200, { "content-type": "application/json" });
+				res.end(JSON.stringify({ socketId: received.socketId }));
+			}, HOLD_MS);
+			res.on("close", () => {
+				clearTimeout(timer);
+				answer();
+			});
+		},
+	},
 });
 
 beforeEach(() => {
@@ -66,15 +63,11 @@ beforeEach(() => {
 	peakOpen = 0;
 });
 
+// Runs before the fixture resets the server's stats (registered later).
 afterEach(async () => {
 	await environment?.terminate();
 	environment = undefined;
 	server.destroyAllSockets();
-	server.resetStats();
-});
-
-afterAll(async () => {
-	await server.close();
 });
 
 const startWorkers = async () => {

@@ -1,24 +1,13 @@
 // Stopping a statement on the server (src/cancel.ts): a KILL over a side connection, only of a session that still
 // runs the statement that was given up on. Against the real server.
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import mysql from "mysql2/promise";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { killSession, runsStatement } from "../src/cancel.ts";
 import { resolveConfig } from "../src/options.ts";
 import { configOf, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_cancel");
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+const { admin, db } = useTestDatabase("mysql_cancel");
 
 /** A session of the test user running `sql`, and its server id. */
 const running = async (sql: string) => {

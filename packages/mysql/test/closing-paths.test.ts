@@ -1,30 +1,15 @@
 // The connection is closed (scoped) or released (pool) on every path an invocation can take through Middy, and
 // the close has finished when the invocation returns. Each case is checked against what the server counts, not
 // against what the client believes.
-import middy from "@middy/core";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import middy, { type MiddlewareObj } from "@middy/core";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_closing");
-});
-
-afterEach(async () => {
-	await closeMysqlPools();
-	await admin.settleConnections(db.user, 0);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+const { admin, db } = useTestDatabase("mysql_closing", { settle: "wait" });
+usePoolCleanup(closeMysqlPools);
 
 const modes = ["scoped", "pool"] as const;
 
@@ -45,128 +30,119 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 		return { stats, middleware };
 	};
 
-	it("closes the connection when the handler succeeds", async () => {
-		const { stats, middleware } = setup();
-		const handler = middy()
-			.use(middleware)
-			.handler(async (_event, context) => {
-				const [rows] = await context.db.query<RowDataPacket[]>("SELECT 1 AS one");
-				return rows[0]?.one;
-			});
-		expect(await invoke(handler)).toBe(1);
-		expect(stats.at(-1)).toMatchObject({ connected: true, closed: mode === "pool" ? "released" : "ended" });
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
-	});
+	type Middleware = ReturnType<typeof setup>["middleware"];
+	/**
+	 * Middy with `earlier` registered before ours and `later` after it, around a handler that runs SELECT 1, then
+	 * returns or throws "handler failed".
+	 */
+	const around =
+		({
+			earlier,
+			later,
+			ending = "return",
+		}: {
+			earlier?: MiddlewareObj;
+			later?: MiddlewareObj;
+			ending?: "return" | "throw";
+		}) =>
+		(middleware: Middleware) =>
+			middy()
+				.use(earlier ? [earlier] : [])
+				.use(middleware)
+				.use(later ? [later] : [])
+				.handler(async (_event, context) => {
+					const [rows] = await context.db.query<RowDataPacket[]>("SELECT 1 AS one");
+					if (ending === "throw") throw new Error("handler failed");
+					return rows[0]?.one;
+				});
+	const throwing = (message: string) => () => {
+		throw new Error(message);
+	};
 
-	it("closes the connection when the handler throws", async () => {
+	// Every path: the invocation's outcome, one report, the close over (its kind as expected) when the invocation
+	// returned, and the server left with the warm connection only (none once it was destroyed).
+	it.each<{
+		name: string;
+		build: (middleware: Middleware) => unknown;
+		expected: { value: unknown } | { error: string };
+		closed: "graceful" | "destroyed";
+	}>([
+		{
+			name: "closes the connection when the handler succeeds",
+			build: around({}),
+			expected: { value: 1 },
+			closed: "graceful",
+		},
+		{
+			name: "closes the connection when the handler throws",
+			build: around({ ending: "throw" }),
+			expected: { error: "handler failed" },
+			closed: "graceful",
+		},
+		{
+			// used first: its after runs last, so the throwing after (registered later) runs before it and Middy skips it
+			name: "closes once when a later after throws and onError runs as well",
+			build: around({ later: { after: throwing("after failed") } }),
+			expected: { error: "after failed" },
+			closed: "graceful",
+		},
+		{
+			name: "closes in its own after, and does nothing more in onError, when an earlier-registered after throws",
+			build: around({ earlier: { after: throwing("outer after failed") } }),
+			expected: { error: "outer after failed" },
+			closed: "graceful",
+		},
+		{
+			name: "closes the connection when a later before returns early (Middy skips every after)",
+			build: (middleware) =>
+				middy()
+					.use(middleware)
+					.use({
+						before: async (request) => {
+							await (request.context as unknown as { db: { query(sql: string): Promise<unknown> } }).db.query(
+								"SELECT 1",
+							);
+							return { statusCode: 304 };
+						},
+					})
+					.handler(async () => ({ statusCode: 200 })),
+			expected: { value: { statusCode: 304 } },
+			closed: "graceful",
+		},
+		{
+			name: "closes the connection when an onError registered later answers and skips ours",
+			build: around({ later: { onError: () => ({ statusCode: 500 }) }, ending: "throw" }),
+			expected: { value: { statusCode: 500 } },
+			closed: "graceful",
+		},
+		{
+			name: "destroys the connection when an onError registered later throws and Middy skips ours",
+			build: around({ later: { onError: throwing("onError failed") }, ending: "throw" }),
+			expected: { error: "onError failed" },
+			closed: "destroyed",
+		},
+	])("$name", async ({ build, expected, closed }) => {
 		const { stats, middleware } = setup();
-		const handler = middy()
-			.use(middleware)
-			.handler(async (_event, context) => {
-				await context.db.query("SELECT 1");
-				throw new Error("handler failed");
-			});
-		const result = await outcome(invoke(handler));
-		expect((result.error as Error).message).toBe("handler failed");
-		expect(stats.at(-1)?.closed).toBe(mode === "pool" ? "released" : "ended");
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
-	});
-
-	it("closes once when a later after throws and onError runs as well", async () => {
-		const { stats, middleware } = setup();
-		// used first: its after runs last, so the throwing after (registered later) runs before it and Middy skips it
-		const handler = middy()
-			.use(middleware)
-			.use({
-				after: () => {
-					throw new Error("after failed");
-				},
-			})
-			.handler(async (_event, context) => {
-				await context.db.query("SELECT 1");
-				return "ok";
-			});
-		const result = await outcome(invoke(handler));
-		expect((result.error as Error).message).toBe("after failed");
+		const result = await outcome(invoke(build(middleware))).then((r) => ({
+			...r,
+			// read the moment the invocation returned: the close had finished
+			reports: stats.length,
+			closedWhenReturned: stats.at(-1)?.closed,
+		}));
+		if ("value" in expected) {
+			expect(result.error).toBeUndefined();
+			expect(result.value).toEqual(expected.value);
+		} else {
+			expect((result.error as Error).message).toBe(expected.error);
+		}
+		expect(result.reports).toBe(1);
 		expect(stats).toHaveLength(1);
-		expect(stats[0]?.closed).toBe(mode === "pool" ? "released" : "ended");
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
-	});
-
-	it("closes in its own after, and does nothing more in onError, when an earlier-registered after throws", async () => {
-		const { stats, middleware } = setup();
-		const handler = middy()
-			.use({
-				after: () => {
-					throw new Error("outer after failed");
-				},
-			})
-			.use(middleware)
-			.handler(async (_event, context) => {
-				await context.db.query("SELECT 1");
-				return "ok";
-			});
-		const result = await outcome(invoke(handler));
-		expect((result.error as Error).message).toBe("outer after failed");
-		expect(stats).toHaveLength(1);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
-	});
-
-	it("closes the connection when a later before returns early (Middy skips every after)", async () => {
-		const { stats, middleware } = setup();
-		let closedWhenReturned: string | undefined;
-		const handler = middy()
-			.use(middleware)
-			.use({
-				before: async (request) => {
-					await (request.context as unknown as { db: { query(sql: string): Promise<unknown> } }).db.query(
-						"SELECT 1",
-					);
-					return { statusCode: 304 };
-				},
-			})
-			.handler(async () => ({ statusCode: 200 }));
-		const response = await invoke(handler).then((value) => {
-			closedWhenReturned = stats.at(-1)?.closed;
-			return value;
-		});
-		expect(response).toEqual({ statusCode: 304 });
-		// the close had finished when the invocation returned
-		expect(closedWhenReturned).toBe(mode === "pool" ? "released" : "ended");
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
-	});
-
-	it("closes the connection when an onError registered later answers and skips ours", async () => {
-		const { stats, middleware } = setup();
-		const handler = middy()
-			.use(middleware)
-			.use({ onError: () => ({ statusCode: 500 }) })
-			.handler(async (_event, context) => {
-				await context.db.query("SELECT 1");
-				throw new Error("handler failed");
-			});
-		expect(await invoke(handler)).toEqual({ statusCode: 500 });
-		expect(stats.at(-1)?.closed).toBe(mode === "pool" ? "released" : "ended");
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
-	});
-
-	it("destroys the connection when an onError registered later throws and Middy skips ours", async () => {
-		const { stats, middleware } = setup();
-		const handler = middy()
-			.use(middleware)
-			.use({
-				onError: () => {
-					throw new Error("onError failed");
-				},
-			})
-			.handler(async (_event, context) => {
-				await context.db.query("SELECT 1");
-				throw new Error("handler failed");
-			});
-		const result = await outcome(invoke(handler));
-		expect((result.error as Error).message).toBe("onError failed");
-		expect(stats.at(-1)?.closed).toBe("destroyed");
-		expect(await admin.settleConnections(db.user, 0)).toBe(0);
+		expect(stats[0]).toMatchObject({ connected: true });
+		const left = closed === "graceful" ? warm : 0;
+		expect(result.closedWhenReturned).toBe(
+			closed === "destroyed" ? "destroyed" : mode === "pool" ? "released" : "ended",
+		);
+		expect(await admin.settleConnections(db.user, left)).toBe(left);
 	});
 
 	it("at Middy's early timeout, fails the running query at once, destroys the connection and stops the statement on the server", async () => {

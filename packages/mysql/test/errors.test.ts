@@ -3,9 +3,9 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { inspect } from "node:util";
 import middy from "@middy/core";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import mysql from "mysql2/promise";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
 	closeMysqlPools,
 	type MysqlConfigOption,
@@ -14,22 +14,8 @@ import {
 } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_errors");
-});
-
-afterEach(async () => {
-	await closeMysqlPools();
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+const { admin, db } = useTestDatabase("mysql_errors");
+usePoolCleanup(closeMysqlPools);
 
 /** Listens on a loopback port and accepts TCP connections, but never sends a byte: a handshake that hangs. */
 const silentServer = async (): Promise<{ port: number; close(): Promise<void> }> => {

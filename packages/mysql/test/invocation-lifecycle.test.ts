@@ -7,9 +7,9 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import mysql, { type RowDataPacket } from "mysql2/promise";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
 	closeMysqlPools,
 	type MysqlConnectionOptions,
@@ -19,36 +19,20 @@ import {
 } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_lifecycle");
-	await admin.query(
-		`CREATE TABLE \`${db.database}\`.items (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL, KEY (tag)) ENGINE=InnoDB`,
-	);
-	await admin.query(
-		`CREATE TABLE \`${db.database}\`.bulk (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL) ENGINE=InnoDB`,
-	);
-	await admin.query(
-		`CREATE TABLE \`${db.database}\`.counters (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB`,
-	);
-	const ids = Array.from({ length: 100 }, (_, i) => `(${i + 1}, 0)`).join(", ");
-	await admin.query(`INSERT INTO \`${db.database}\`.counters (id, v) VALUES ${ids}`);
+// settle "kill": a test that failed may have left sessions behind: they must not fail the next one too
+const { admin, db } = useTestDatabase("mysql_lifecycle", {
+	tables: [
+		"items (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL, KEY (tag)) ENGINE=InnoDB",
+		"bulk (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL) ENGINE=InnoDB",
+		"counters (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB",
+	],
+	seed: (admin, db) => {
+		const ids = Array.from({ length: 100 }, (_, i) => `(${i + 1}, 0)`).join(", ");
+		return admin.query(`INSERT INTO \`${db.database}\`.counters (id, v) VALUES ${ids}`);
+	},
+	settle: "kill",
 });
-
-afterEach(async () => {
-	await closeMysqlPools();
-	await closeHttpPools();
-	// a test that failed may have left sessions behind: they must not fail the next one too
-	if ((await admin.settleConnections(db.user, 0)) !== 0) await admin.killUser(db.user);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+usePoolCleanup(closeMysqlPools, closeHttpPools);
 
 // --- What the server sees ---
 

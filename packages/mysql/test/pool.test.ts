@@ -1,9 +1,10 @@
 // Mode "pool": a warm pool per execution environment, one connection acquired per invocation, reset before it
 // goes back, never more connections than `connectionLimit`; and concurrency in both modes.
 import middy from "@middy/core";
-import { MysqlAdmin, startTcpProxy, type TestDatabase } from "@middy-conn/test-harness";
+import { startTcpProxy } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
 	closeMysqlPools,
 	type MysqlConfig,
@@ -12,25 +13,18 @@ import {
 } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_pool");
-});
-
-afterEach(async () => {
-	await closeMysqlPools();
-	await admin.settleConnections(db.user, 0);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+const { admin, db } = useTestDatabase("mysql_pool", { settle: "wait" });
+usePoolCleanup(closeMysqlPools);
 
 const connectionIdQuery = "SELECT CONNECTION_ID() AS id";
+
+/** A pool-mode function that answers the id of its server session, recording its stats. */
+const connectionIdFunction = (stats: MysqlConnectionStats[]) =>
+	middy()
+		.use(mysqlConnection({ config: configOf(db), mode: "pool", onStats: (s) => void stats.push(s) }))
+		.handler(async (_event, context) =>
+			Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
+		);
 
 describe("mode pool", () => {
 	it("never holds more than connectionLimit server connections under 20 concurrent invocations", async () => {
@@ -67,11 +61,7 @@ describe("mode pool", () => {
 
 	it("reuses the warm connection: connected on the first invocation, not on the next", async () => {
 		const stats: MysqlConnectionStats[] = [];
-		const handler = middy()
-			.use(mysqlConnection({ config: configOf(db), mode: "pool", onStats: (s) => void stats.push(s) }))
-			.handler(async (_event, context) =>
-				Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
-			);
+		const handler = connectionIdFunction(stats);
 		const first = await invoke<number>(handler);
 		const second = await invoke<number>(handler);
 		expect(second).toBe(first);
@@ -121,11 +111,7 @@ describe("mode pool", () => {
 
 	it("discards a warm connection that died while idle, before sending any statement", async () => {
 		const stats: MysqlConnectionStats[] = [];
-		const handler = middy()
-			.use(mysqlConnection({ config: configOf(db), mode: "pool", onStats: (s) => void stats.push(s) }))
-			.handler(async (_event, context) =>
-				Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
-			);
+		const handler = connectionIdFunction(stats);
 		const first = await invoke<number>(handler);
 		// a failover, or the server's wait_timeout, closes the idle connection in the pool
 		await admin.kill(first);

@@ -17,6 +17,7 @@ import {
 	type TcpProxy,
 	type TestDatabase,
 } from "@middy-conn/test-harness";
+import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -48,32 +49,29 @@ const handlerWith = (options: MysqlConnectionOptions, stats: MysqlConnectionStat
 		});
 
 describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
-	let admin: MysqlAdmin;
-	let db: TestDatabase;
+	const { admin, db } = useTestDatabase("mysql_connect_retry", {
+		tables: ["runs (id INT AUTO_INCREMENT PRIMARY KEY)"],
+		seed: (admin, db) => admin.query(`ALTER USER '${db.user}'@'%' WITH MAX_USER_CONNECTIONS 1`),
+		clear: ["runs"],
+		settle: "wait",
+	});
 	let proxy: TcpProxy;
 	/** The connection that takes the user's only slot. */
 	let holder: mysql.Connection | undefined;
 
 	beforeAll(async () => {
-		admin = await MysqlAdmin.connect();
-		db = await admin.createDatabase("mysql_connect_retry");
-		await admin.query(`CREATE TABLE \`${db.database}\`.runs (id INT AUTO_INCREMENT PRIMARY KEY)`);
-		await admin.query(`ALTER USER '${db.user}'@'%' WITH MAX_USER_CONNECTIONS 1`);
 		proxy = await startTcpProxy(db);
 	});
 
+	// Runs before the fixture's afterEach (registered later), which then deletes the runs and settles.
 	afterEach(async () => {
 		await holder?.end().catch(() => {});
 		holder = undefined;
 		await closeMysqlPools();
-		await admin.query(`DELETE FROM \`${db.database}\`.runs`);
-		await admin.settleConnections(db.user, 0);
 	});
 
 	afterAll(async () => {
 		await proxy.close();
-		await admin.dropDatabase(db);
-		await admin.close();
 	});
 
 	const viaProxy = () => ({ ...configOf(db), host: proxy.host, port: proxy.port });

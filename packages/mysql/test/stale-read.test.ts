@@ -2,33 +2,18 @@
 // committed. The control reproduces it with plain mysql2; the same steps through the middleware, in both modes,
 // see the committed row.
 import middy from "@middy/core";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
 import mysql from "mysql2/promise";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { closeMysqlPools, type InvocationDb, mysqlConnection } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_stale");
-	await admin.query(
-		`CREATE TABLE \`${db.database}\`.orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40))`,
-	);
+const { admin, db } = useTestDatabase("mysql_stale", {
+	tables: ["orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40))"],
+	clear: ["orders"],
 });
-
-afterEach(async () => {
-	await closeMysqlPools();
-	await admin.query(`DELETE FROM \`${db.database}\`.orders`);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+usePoolCleanup(closeMysqlPools);
 
 /** Another function commits an order (autocommit), on its own connection. */
 const commitOrderElsewhere = (note: string) =>
@@ -75,9 +60,22 @@ describe("the stale read of seed 003", () => {
 		}
 	});
 
-	it.each(["scoped", "pool"] as const)(
-		"mode %s: the next invocation sees the committed row",
-		async (mode) => {
+	// The first invocation leaves a transaction open, in one of two ways, and crashes before COMMIT.
+	const leftOpen = [
+		{
+			claim: "the next invocation sees the committed row",
+			open: (db: InvocationDb) => db.beginTransaction(),
+		},
+		{
+			// the seed's driver (pymysql) runs with autocommit off: the first SELECT opens a transaction that never ends
+			claim: "a session left with autocommit off does not pin the next invocation to a snapshot",
+			open: (db: InvocationDb) => db.query("SET autocommit = 0"),
+		},
+	];
+
+	it.each((["scoped", "pool"] as const).flatMap((mode) => leftOpen.map((c) => ({ mode, ...c }))))(
+		"mode $mode: $claim",
+		async ({ mode, open }) => {
 			const handler = middy<{ step: "first" | "second" }>()
 				.use(
 					mysqlConnection({
@@ -89,34 +87,7 @@ describe("the stale read of seed 003", () => {
 				)
 				.handler(async (event, context) => {
 					if (event.step === "first") {
-						await context.db.beginTransaction();
-						await countOrders(context.db.query);
-						throw new Error("crashed before COMMIT");
-					}
-					return countOrders(context.db.query);
-				});
-			const seen = await steps(
-				() => invoke(handler, { step: "first" }),
-				() => invoke<number>(handler, { step: "second" }),
-			);
-			expect(seen).toBe(1);
-		},
-	);
-
-	it.each(["scoped", "pool"] as const)(
-		"mode %s: a session left with autocommit off does not pin the next invocation to a snapshot",
-		async (mode) => {
-			// the seed's driver (pymysql) runs with autocommit off: the first SELECT opens a transaction that never ends
-			const handler = middy<{ step: "first" | "second" }>()
-				.use(
-					mysqlConnection({
-						config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-						mode,
-					}),
-				)
-				.handler(async (event, context) => {
-					if (event.step === "first") {
-						await context.db.query("SET autocommit = 0");
+						await open(context.db);
 						await countOrders(context.db.query);
 						throw new Error("crashed before COMMIT");
 					}

@@ -13,16 +13,13 @@ import { closeHttpPools, type HttpPoolStats, httpPool } from "@middy-conn/http-p
 import {
 	installLambdaStreaming,
 	invokeStreaming,
-	MysqlAdmin,
 	patternBytes,
-	startHttpServer,
 	startTcpProxy,
-	type TestDatabase,
-	type TestHttpServer,
 } from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { Connection as CoreConnection, RowDataPacket } from "mysql2";
 import type { Connection } from "mysql2/promise";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
 	closeMysqlPools,
 	type InvocationDb,
@@ -43,31 +40,19 @@ const expectedNdjson = Array.from(
 	(_, i) => `${JSON.stringify({ id: i + 1, payload: payloadOf(i + 1) })}\n`,
 ).join("");
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_streaming");
-	await admin.query(`CREATE TABLE \`${db.database}\`.t (id INT PRIMARY KEY, payload VARCHAR(64) NOT NULL)`);
-	await admin.query(
-		`CREATE TABLE \`${db.database}\`.log (id INT AUTO_INCREMENT PRIMARY KEY, chunk INT NOT NULL)`,
-	);
-	await admin.query(`INSERT INTO \`${db.database}\`.t (id, payload) VALUES ?`, [
-		Array.from({ length: ROWS }, (_, i) => [i + 1, payloadOf(i + 1)]),
-	]);
+const { admin, db } = useTestDatabase("mysql_streaming", {
+	tables: [
+		"t (id INT PRIMARY KEY, payload VARCHAR(64) NOT NULL)",
+		"log (id INT AUTO_INCREMENT PRIMARY KEY, chunk INT NOT NULL)",
+	],
+	seed: (admin, db) =>
+		admin.query(`INSERT INTO \`${db.database}\`.t (id, payload) VALUES ?`, [
+			Array.from({ length: ROWS }, (_, i) => [i + 1, payloadOf(i + 1)]),
+		]),
+	clear: ["log"],
+	settle: "wait",
 });
-
-afterEach(async () => {
-	await closeMysqlPools();
-	await admin.query(`DELETE FROM \`${db.database}\`.log`);
-	await admin.settleConnections(db.user, 0);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+usePoolCleanup(closeMysqlPools);
 
 /** The core (callback) connection behind context.db.connection(): the one with query(...).stream(). */
 const coreOf = (connection: Connection) =>
@@ -586,21 +571,10 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 });
 
 describe("mysqlConnection and httpPool in one streaming function", () => {
-	let server: TestHttpServer;
+	const server = useHttpServer({ resetStats: false });
+	usePoolCleanup(closeHttpPools);
 	const partnerBytes = 4 * 1024 * 1024 + 5;
 	const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
-
-	beforeAll(async () => {
-		server = await startHttpServer();
-	});
-
-	afterEach(async () => {
-		await closeHttpPools();
-	});
-
-	afterAll(async () => {
-		await server.close();
-	});
 
 	it.each(modes)(
 		"mode %s: streams the rows then the partner's body, every byte, and closes both after the body",

@@ -2,9 +2,9 @@
 // invocation succeeds, committed on an early response too (a middleware answered), rolled back on error and on timeout. And the handler's own
 // transactions: one left open by a throwing invocation never reaches the next invocation.
 import middy from "@middy/core";
-import { MysqlAdmin, type TestDatabase } from "@middy-conn/test-harness";
+import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { ResultSetHeader, RowDataPacket } from "mysql2";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
 	closeMysqlPools,
 	type MysqlConnectionOptions,
@@ -13,27 +13,12 @@ import {
 } from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_tx");
-	await admin.query(
-		`CREATE TABLE \`${db.database}\`.items (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(40))`,
-	);
+const { admin, db } = useTestDatabase("mysql_tx", {
+	tables: ["items (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(40))"],
+	clear: ["items"],
+	settle: "wait",
 });
-
-afterEach(async () => {
-	await closeMysqlPools();
-	await admin.query(`DELETE FROM \`${db.database}\`.items`);
-	await admin.settleConnections(db.user, 0);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
-});
+usePoolCleanup(closeMysqlPools);
 
 const committedLabels = async () =>
 	(await admin.query<RowDataPacket[]>(`SELECT label FROM \`${db.database}\`.items ORDER BY id`)).map(

@@ -33,7 +33,9 @@ export const orders = middy<{ id: number }>()
 		const wrong: ResultSetHeader = rows;
 		// @ts-expect-error: context.db is the invocation's, it cannot be replaced by a string
 		context.db = "another";
-		return { first, columns, insertId, raw, wrong };
+		// @ts-expect-error: context.db is typed, never any
+		const notANumber: number = context.db;
+		return { first, columns, insertId, raw, wrong, notANumber };
 	});
 
 // A handler written first, with its context annotated, then wrapped.

@@ -12,13 +12,12 @@
 // the account's MAX_USER_CONNECTIONS.
 import {
 	databaseEnvironment,
-	MysqlAdmin,
 	startWorkerThreadsEnvironment,
-	type TestDatabase,
 	type WorkerThreadsEnvironment,
 } from "@middy-conn/test-harness";
+import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import type { WorkerEvent, WorkerReport, WorkerResult } from "./fixtures/worker-function.ts";
 
 const FUNCTION_MODULE = new URL("./fixtures/worker-function.ts", import.meta.url);
@@ -30,27 +29,18 @@ const CONNECTION_LIMIT = 2;
 const CONCURRENCY = 20;
 const ROUNDS = 3;
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
+const { admin, db } = useTestDatabase("mysql_workers", {
+	tables: ["marks (token VARCHAR(64) PRIMARY KEY) ENGINE=InnoDB"],
+	settle: "wait",
+});
 let environment: WorkerThreadsEnvironment | undefined;
 
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("mysql_workers");
-	await admin.query(`CREATE TABLE \`${db.database}\`.marks (token VARCHAR(64) PRIMARY KEY) ENGINE=InnoDB`);
-});
-
+// Runs before the fixture's settle (registered later).
 afterEach(async () => {
 	await environment?.terminate();
 	environment = undefined;
 	await admin.query(`ALTER USER '${db.user}'@'%' WITH MAX_USER_CONNECTIONS 0`);
 	await admin.killUser(db.user);
-	await admin.settleConnections(db.user, 0);
-});
-
-afterAll(async () => {
-	await admin.dropDatabase(db);
-	await admin.close();
 });
 
 const startWorkers = async (mode: "pool" | "scoped", workers: number) => {

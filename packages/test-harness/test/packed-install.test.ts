@@ -1,16 +1,24 @@
 // What a user gets from npm: each package packed as it will be published (`pnpm pack`, which builds it), the
 // tarballs installed with plain npm into a new empty project beside @middy/core and mysql2, then imported from an
 // ES module on Node 24 and type-checked from a TypeScript handler. Nothing here resolves the workspace.
-import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MysqlAdmin, nodeBinary, type TestDatabase } from "../src/index.ts";
+import {
+	MysqlAdmin,
+	nodeBinary,
+	type PublishedPackage,
+	packPublishedPackages,
+	publishedPackages,
+	repositoryRoot,
+	runCommand,
+	type TestDatabase,
+} from "../src/index.ts";
 
-const root = fileURLToPath(new URL("../../../", import.meta.url));
-const published = ["lifecycle", "http-pool", "mysql"] as const;
+const root = repositoryRoot;
+const published = publishedPackages;
 const work = mkdtempSync(join(tmpdir(), "middy-conn-packed-"));
 const tarballs = join(work, "tarballs");
 const project = join(work, "project");
@@ -18,24 +26,10 @@ const project = join(work, "project");
 const rootManifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const versionOf = (name: string): string => rootManifest.devDependencies[name];
 
-/** Runs a command, failing with its output when it fails. */
-const run = (command: string, args: string[], cwd: string, timeout = 180_000): string => {
-	const result = spawnSync(command, args, { cwd, encoding: "utf8", timeout, env: process.env });
-	if (result.status !== 0) {
-		throw new Error(
-			`${command} ${args.join(" ")} failed (${result.status ?? result.signal}):\n${result.stdout}\n${result.stderr}`,
-		);
-	}
-	return result.stdout;
-};
+const run = (command: string, args: string[], cwd: string): string => runCommand(command, args, cwd);
 
-const tarballOf = (name: string) => {
-	const file = readdirSync(tarballs).find(
-		(entry) => entry.startsWith(`middy-conn-${name}-`) && entry.endsWith(".tgz"),
-	);
-	if (!file) throw new Error(`no tarball for ${name} in ${tarballs}`);
-	return join(tarballs, file);
-};
+let packed: Record<PublishedPackage, string>;
+const tarballOf = (name: PublishedPackage) => packed[name];
 
 let admin: MysqlAdmin;
 let db: TestDatabase;
@@ -44,9 +38,7 @@ beforeAll(async () => {
 	mkdirSync(tarballs);
 	mkdirSync(project);
 	// `pnpm pack` runs each package's prepack (a clean build) and rewrites `workspace:^` to real versions.
-	for (const name of published) {
-		run("pnpm", ["pack", "--pack-destination", tarballs], join(root, "packages", name));
-	}
+	packed = packPublishedPackages(tarballs);
 	writeFileSync(
 		join(project, "package.json"),
 		JSON.stringify(
