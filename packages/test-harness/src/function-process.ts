@@ -129,6 +129,11 @@ const installExitHook = (killOnSignal: boolean) => {
 	}
 };
 
+const floorDriversHook = (): string[] =>
+	process.env.MIDDY_CONN_DRIVERS === "floor"
+		? ["--import", fileURLToPath(new URL("../../../test/drivers-floor-hook.ts", import.meta.url))]
+		: [];
+
 export const startFunctionProcess = (options: FunctionProcessOptions): FunctionProcess => {
 	installExitHook(options.killOnSignal);
 	const { functionName } = options;
@@ -144,14 +149,17 @@ export const startFunctionProcess = (options: FunctionProcessOptions): FunctionP
 		AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(options.memoryLimitInMB),
 		AWS_LAMBDA_LOG_GROUP_NAME: `/aws/lambda/${functionName}`,
 		...options.lambdaEnv,
+		...(process.env.MIDDY_CONN_DRIVERS ? { MIDDY_CONN_DRIVERS: process.env.MIDDY_CONN_DRIVERS } : {}),
 	};
 	for (const [name, value] of Object.entries(options.env ?? {})) {
 		if (value !== undefined) env[name] = value;
 	}
 	const child = fork(CHILD_ENTRY, [options.module, options.exportName], {
 		execPath: process.execPath,
-		// Not the parent's flags (a test runner's loaders): the function runs on plain Node, as on Lambda.
-		execArgv: ["--no-warnings=ExperimentalWarning"],
+		// Not the parent's flags (a test runner's loaders): the function runs on plain Node, as on Lambda. Only the
+		// tests' floor-drivers run (MIDDY_CONN_DRIVERS=floor, see test/drivers.ts) hands its resolve hook on, so that
+		// a function loaded from source gets the same mysql2 and undici as the test.
+		execArgv: ["--no-warnings=ExperimentalWarning", ...floorDriversHook()],
 		env,
 		stdio: ["ignore", "pipe", "pipe", "ipc"],
 	});
