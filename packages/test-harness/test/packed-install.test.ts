@@ -59,7 +59,6 @@ beforeAll(async () => {
 			...published.map(tarballOf),
 			`@middy/core@${versionOf("@middy/core")}`,
 			`mysql2@${versionOf("mysql2")}`,
-			`@types/aws-lambda@${versionOf("@types/aws-lambda")}`,
 			`@types/node@${versionOf("@types/node")}`,
 		],
 		project,
@@ -75,6 +74,17 @@ afterAll(async () => {
 });
 
 describe("packed install", () => {
+	// publint: the manifest's exports, files and types agree with the tarball's contents. arethetypeswrong: the types
+	// resolve for every module resolution an ESM-only package must serve (node16 from ESM, bundler).
+	it.each(published)(
+		"@middy-conn/%s's tarball passes publint (strict) and arethetypeswrong (ESM only)",
+		(name) => {
+			const bin = (tool: string) => join(root, "node_modules", ".bin", tool);
+			run(bin("publint"), ["--strict", tarballOf(name)], work);
+			run(bin("attw"), [tarballOf(name), "--profile", "esm-only"], work);
+		},
+	);
+
 	it.each(published)("@middy-conn/%s's tarball holds only what a user needs", (name) => {
 		const entries = execFileSync("tar", ["-tzf", tarballOf(name)], { encoding: "utf8" })
 			.trim()
@@ -237,6 +247,12 @@ export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>()
 		context.db.nothingLikeThis();
 		// @ts-expect-error context.http is typed, not any
 		context.http.nothingLikeThis();
+		// @ts-expect-error context.db is not a number: the context is typed even though this project never installed
+		// @types/aws-lambda itself (the packages bring it)
+		const wrong: number = context.db;
+		// @ts-expect-error waitUntil takes a promise or a function
+		context.waitUntil("later");
+		void wrong;
 		return { statusCode, body: JSON.stringify(rows.map((row) => row.id)) };
 	});
 
