@@ -17,6 +17,11 @@ export interface WarmPool {
 	readonly pool: Pool;
 	/** Connections this pool has already handed out once: an acquire that returns another one opened it. */
 	readonly seen: WeakSet<object>;
+	/**
+	 * The reset each connection was given back with, still on its way or answered: true when the session is clean.
+	 * The next acquire of the connection awaits it (see close.ts).
+	 */
+	readonly resets: WeakMap<object, Promise<boolean>>;
 	/** When each connection was last given back to the pool (Date.now()): how long it has been idle. */
 	readonly releasedAt: WeakMap<object, number>;
 	/** The server's session id of each connection (learnt once per connection, for KILL: see cancel.ts). */
@@ -73,6 +78,7 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 		pool,
 		seen: new WeakSet(),
 		releasedAt: new WeakMap(),
+		resets: new WeakMap(),
 		sessionIds: new WeakMap(),
 		idleTimeout,
 		connectionLimit,
