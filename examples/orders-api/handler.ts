@@ -8,7 +8,12 @@
 // The database connection is bound to the invocation (opened on first use, closed on every path: success,
 // error, early timeout), so a warm instance never reads an earlier invocation's snapshot. The HTTP pool is warm:
 // created once per execution environment and reused by every invocation it serves.
+//
+// Logs are structured JSON (Powertools Logger): the middlewares get the same logger, and injectLambdaContext adds
+// the invocation's request id to every line, including their warnings and their per-invocation stats.
 
+import { Logger } from "@aws-lambda-powertools/logger";
+import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
 import middy, { type MiddlewareObj } from "@middy/core";
 import httpErrorHandler from "@middy/http-error-handler";
 import httpJsonBodyParser from "@middy/http-json-body-parser";
@@ -26,6 +31,10 @@ const required = (name: string): string => {
 };
 
 const webhookPath = process.env.WEBHOOK_PATH ?? "/webhooks/orders";
+
+// One logger for the handler and both middlewares. Service name and level come from POWERTOOLS_SERVICE_NAME and
+// POWERTOOLS_LOG_LEVEL (template.yaml).
+const logger = new Logger();
 
 export interface OrderLine {
 	sku: string;
@@ -106,14 +115,16 @@ const malformedJsonIsBadRequest: MiddlewareObj<APIGatewayProxyEventV2, APIGatewa
 const middyOptions = { timeoutEarlyInMillis: 250 };
 
 export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>(middyOptions)
-	// Outermost: turns a thrown 4xx into its response, and anything else into a bare 500 (never a stack trace).
-	// Only server-side failures are logged as errors: a client's mistake is answered, not alarmed on.
+	// First: every line logged during the invocation (by the handler or a middleware) carries its request id.
+	.use(injectLambdaContext(logger))
+	// Outermost of the others: turns a thrown 4xx into its response, and anything else into a bare 500 (never a
+	// stack trace). Only server-side failures are logged as errors: a client's mistake is answered, not alarmed on.
 	.use(
 		httpErrorHandler({
 			fallbackMessage: JSON.stringify({ message: "internal error" }),
 			logger: (error) => {
 				const status = (error as { statusCode?: number }).statusCode ?? 500;
-				if (status >= 500) console.error(error);
+				if (status >= 500) logger.error("unhandled error", { error: error as Error });
 			},
 		}),
 	)
@@ -124,7 +135,9 @@ export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>(mi
 		httpPool({
 			origin: required("WEBHOOK_ORIGIN"),
 			connections: 2,
-			logger: console,
+			// Warnings (a webhook delivery that failed) and one `invocation stats` line per invocation, as JSON.
+			logger,
+			logStats: true,
 		}),
 	)
 	.use(
@@ -138,6 +151,8 @@ export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2>(mi
 				// On RDS and Aurora: TLS, verified against the RDS certificate bundle.
 				...(process.env.DB_TLS === "rds" ? { ssl: "rds" as const } : {}),
 			},
+			logger,
+			logStats: true,
 		}),
 	)
 	.handler(async (event, context) => {

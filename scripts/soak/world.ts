@@ -42,7 +42,10 @@ import { ACCOUNTS, type LogBook, PROBE_ACCOUNT, SETTINGS } from "./functions/com
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
-/** Every line the functions print, by the request id of Lambda's JSON log format. */
+/**
+ * Every line the functions print, by the request id of Lambda's JSON log format (`requestId`), or of the
+ * Powertools Logger's (`function_request_id`: orders-api logs with it).
+ */
 export class Logs implements LogBook {
 	readonly #byRequest = new Map<string, string[]>();
 	readonly #onLine: (fn: FunctionName, line: string, requestId: string | undefined) => void;
@@ -56,9 +59,14 @@ export class Logs implements LogBook {
 		this.lines++;
 		let requestId: string | undefined;
 		try {
-			const parsed = JSON.parse(line) as { requestId?: unknown; message?: unknown };
-			if (typeof parsed.requestId === "string") {
-				requestId = parsed.requestId;
+			const parsed = JSON.parse(line) as {
+				requestId?: unknown;
+				function_request_id?: unknown;
+				message?: unknown;
+			};
+			const id = parsed.requestId ?? parsed.function_request_id;
+			if (typeof id === "string") {
+				requestId = id;
 				const messages = this.#byRequest.get(requestId) ?? [];
 				messages.push(String(parsed.message));
 				this.#byRequest.set(requestId, messages);

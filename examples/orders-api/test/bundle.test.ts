@@ -14,7 +14,7 @@ import {
 } from "@middy-conn/test-harness";
 import { useHttpServer, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
 const example = fileURLToPath(new URL("..", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "middy-conn-orders-api-"));
@@ -65,8 +65,13 @@ describe("orders-api bundle", () => {
 				WEBHOOK_ORIGIN: partner.origin,
 				// How a Lambda function trusts a private CA: Node reads it at startup.
 				NODE_EXTRA_CA_CERTS: join(work, "partner-ca.pem"),
+				POWERTOOLS_SERVICE_NAME: "orders-api",
+				POWERTOOLS_LOG_LEVEL: "INFO",
+				// Lambda sets it; Powertools reads it for `cold_start` (without it, every line says false).
+				AWS_LAMBDA_INITIALIZATION_TYPE: "on-demand",
 			},
 		});
+		const requestId = "c0ffee00-0000-4000-8000-000000000001";
 		const created = await environment.invoke<APIGatewayProxyStructuredResultV2>(
 			httpApiEvent({
 				method: "POST",
@@ -78,6 +83,7 @@ describe("orders-api bundle", () => {
 					lines: [{ sku: "A", quantity: 3, unitPriceCents: 10 }],
 				},
 			}),
+			{ requestId },
 		);
 		expect(created).toMatchObject({ ok: true, cold: true, result: { statusCode: 201 } });
 		const id = JSON.parse(created.result?.body ?? "{}").id;
@@ -97,6 +103,26 @@ describe("orders-api bundle", () => {
 			totalCents: 30,
 			lines: [{ sku: "A" }],
 		});
+		// Powertools Logger, given to both middlewares with logStats: each printed one JSON stats line for the POST,
+		// with the invocation's request id (added by injectLambdaContext) and the service name.
+		const statsLine = (pkg: string) =>
+			environment
+				.logs()
+				.filter((line) => line.startsWith("{"))
+				.map((line) => JSON.parse(line) as Record<string, unknown>)
+				.find(
+					(entry) => entry.message === `${pkg}: invocation stats` && entry.function_request_id === requestId,
+				);
+		for (const pkg of ["@middy-conn/http-pool", "@middy-conn/mysql"]) {
+			await vi.waitFor(() => expect(statsLine(pkg)).toBeDefined());
+			expect(statsLine(pkg)).toMatchObject({
+				level: "INFO",
+				service: "orders-api",
+				function_name: "orders-api",
+				cold_start: true,
+			});
+		}
+
 		// The process is frozen now, as Lambda leaves it: no connection of the function's user is open.
 		expect(await admin.settleConnections(db.user, 0)).toBe(0);
 	});

@@ -16,6 +16,8 @@ beforeAll(async () => {
 		DB_PASSWORD: "not-used",
 		DB_NAME: "orders",
 		WEBHOOK_ORIGIN: `https://127.0.0.1:${closed}`,
+		// The stats lines (JSON, one per middleware per invocation) are checked by bundle.test.ts; not printed here.
+		POWERTOOLS_LOG_LEVEL: "WARN",
 	});
 	({ handler } = await import("../handler.ts"));
 });

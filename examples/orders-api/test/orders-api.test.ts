@@ -53,6 +53,8 @@ beforeAll(async () => {
 		...databaseEnvironment(db),
 		WEBHOOK_ORIGIN: partner.origin,
 		WEBHOOK_PATH: "/webhooks/orders",
+		// The stats lines (JSON, one per middleware per invocation) are checked by bundle.test.ts; not printed here.
+		POWERTOOLS_LOG_LEVEL: "WARN",
 	});
 	({ handler } = await import("../handler.ts"));
 });
