@@ -96,7 +96,7 @@ const RATIO_GOALS: RatioGoal[] = [
 		numerator: DB.pool,
 		denominator: DB.rawPool,
 		operator: "<=",
-		threshold: 1.25,
+		threshold: 1.15,
 	},
 	{
 		label: "pool mode / raw pool + reset() (the round trip isolation needs)",

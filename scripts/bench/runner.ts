@@ -28,6 +28,12 @@ export interface ComparisonSpec {
 	 * dominate. A sample is then the mean of `inner` consecutive invocations. Default 1.
 	 */
 	inner?: number;
+	/**
+	 * Idle time (ms, not timed) after each invocation. Lambda never delivers the next event the instant a response
+	 * is posted: what an invocation leaves for after its response (a reset on its way, a clock-based check) happens
+	 * in that gap, as on Lambda, instead of landing on the next invocation of a tight loop. Default 0.
+	 */
+	gapMs?: number;
 	/** Unrecorded invocations per contender before the rounds (JIT, pools, TLS sessions). */
 	warmup: number;
 	minRounds: number;
@@ -104,11 +110,18 @@ export const median = (values: readonly number[]): number =>
 		0.5,
 	);
 
-const timeBatch = async (contender: Contender, batch: number, inner: number, into: number[]) => {
+const timeBatch = async (
+	contender: Contender,
+	batch: number,
+	inner: number,
+	gapMs: number,
+	into: number[],
+) => {
 	for (let i = 0; i < batch; i++) {
 		const start = performance.now();
 		for (let j = 0; j < inner; j++) await contender.invoke();
 		into.push((performance.now() - start) / inner);
+		if (gapMs > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
 	}
 };
 
@@ -140,7 +153,7 @@ export const runComparison = async (
 		const order = [...spec.contenders.slice(offset), ...spec.contenders.slice(0, offset)];
 		for (const contender of order) {
 			const round: number[] = [];
-			await timeBatch(contender, spec.batch, inner, round);
+			await timeBatch(contender, spec.batch, inner, spec.gapMs ?? 0, round);
 			samples.get(contender.name)?.push(...round);
 			roundMedians.get(contender.name)?.push(median(round));
 		}
