@@ -134,13 +134,18 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		const reset = pool.resets.get(core);
 		if (reset) {
 			pool.resets.delete(core);
-			const clean = await settleWithin(
-				reset.then((ok) => {
-					if (!ok) throw new Error("reset failed");
-				}),
-				shared.settings.closeTimeout,
-			);
-			if (!clean.ok) {
+			// Usually answered long ago (while Lambda had the process frozen): then there is nothing to wait for.
+			const clean =
+				reset.clean ??
+				(
+					await settleWithin(
+						reset.answered.then((ok) => {
+							if (!ok) throw new Error("reset failed");
+						}),
+						shared.settings.closeTimeout,
+					)
+				).ok;
+			if (!clean) {
 				destroyHard(core, "its reset failed");
 				continue;
 			}

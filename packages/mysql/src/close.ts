@@ -15,8 +15,9 @@ import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
 import type { Lease } from "./acquire.ts";
 import { commitError, unfinishedError } from "./errors.ts";
-import { destroyHard, isDead, isFatal, socketClosed } from "./mysql2-adapter.ts";
+import { destroyHard, isDead, isFatal, sendReset, socketClosed } from "./mysql2-adapter.ts";
 import type { Settings } from "./options.ts";
+import type { PendingReset } from "./pool-cache.ts";
 import { loadCheckDue, readLoad } from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
@@ -123,11 +124,15 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 	closing.detach();
 	// Released, nobody listens to the connection's errors: a late one (the server closing it) must not crash.
 	if (!core.listeners("error").includes(ignoreError)) core.on("error", ignoreError);
-	pool.resets.set(
-		core,
-		lease.connection.reset().then(
-			() => true,
+	const pending: PendingReset = {
+		clean: undefined,
+		answered: sendReset(core).then(
+			() => {
+				pending.clean = true;
+				return true;
+			},
 			(error: unknown) => {
+				pending.clean = false;
 				logger.warn("@middy-conn/mysql: could not reset a pooled connection; destroyed it", {
 					code: (error as { code?: string } | undefined)?.code,
 				});
@@ -135,7 +140,8 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 				return false;
 			},
 		),
-	);
+	};
+	pool.resets.set(core, pending);
 	pool.releasedAt.set(core, Date.now());
 	(lease.connection as unknown as { release(): void }).release();
 	stats.closed = "released";
