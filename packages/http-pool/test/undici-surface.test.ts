@@ -14,7 +14,6 @@ import {
 	type LoopbackServer,
 	startHttpServer,
 	startSilentServer,
-	startWorkerThreadsEnvironment,
 	type TestHttpServer,
 } from "@middy-conn/test-harness";
 import * as undici from "undici";
@@ -31,11 +30,6 @@ import { retryInterceptor } from "../src/retry.ts";
 
 const drivers = driversSetting();
 const version = loadedDriverVersion("undici", undici);
-/** Reports the drivers a module loaded in a worker thread gets. */
-const DRIVER_VERSIONS_FUNCTION = new URL(
-	"../../../test/fixtures/driver-versions-function.ts",
-	import.meta.url,
-);
 
 type DispatchHandler = Dispatcher.DispatchHandler;
 type DispatchController = Dispatcher.DispatchController;
@@ -134,15 +128,6 @@ describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			expect(retry).toHaveBeenCalledOnce();
 		} finally {
 			retry.mockRestore();
-		}
-	});
-
-	it("worker threads that tests start load the same undici (the resolve hook vitest gives its forks)", async () => {
-		const environment = await startWorkerThreadsEnvironment({ module: DRIVER_VERSIONS_FUNCTION, workers: 1 });
-		try {
-			expect(await environment.workers[0]?.invoke()).toMatchObject({ undici: version });
-		} finally {
-			await environment.terminate();
 		}
 	});
 

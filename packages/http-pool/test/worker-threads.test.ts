@@ -8,7 +8,11 @@
 // Here: real worker threads (the harness's startWorkerThreadsEnvironment) load a function module
 // (fixtures/worker-function.ts) as the runtime does, against an HTTPS server on 127.0.0.1 that counts the TCP
 // connections, TLS handshakes and requests it sees, and which connection carried each request.
-import { startWorkerThreadsEnvironment, type WorkerThreadsEnvironment } from "@middy-conn/test-harness";
+import {
+	invokeInRounds,
+	startWorkerThreadsEnvironment,
+	type WorkerThreadsEnvironment,
+} from "@middy-conn/test-harness";
 import { useHttpServer } from "@middy-conn/test-harness/test-fixtures";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { WorkerEvent, WorkerReport, WorkerResult } from "./fixtures/worker-function.ts";
@@ -83,31 +87,15 @@ const startWorkers = async () => {
 	return environment;
 };
 
-interface Outcome {
-	worker: number;
-	result?: WorkerResult;
-	error?: unknown;
-}
-
-/** `rounds` times: `concurrency` invocations at once in every given worker, all of them at the same time. */
+/** `rounds` times: `concurrency` GETs at once in every given worker; every one of them must succeed. */
 const runRounds = async (
 	workers: WorkerThreadsEnvironment["workers"],
 	rounds: number,
 	concurrency: number,
 ): Promise<{ worker: number; result: WorkerResult }[]> => {
-	const outcomes: Outcome[] = [];
-	for (let round = 0; round < rounds; round++) {
-		const batch = workers.flatMap((worker) =>
-			Array.from({ length: concurrency }, (): Promise<Outcome> => {
-				const event: WorkerEvent = { path: "/held" };
-				return worker.invoke<WorkerResult>(event).then(
-					(result) => ({ worker: worker.index, result }),
-					(error: unknown) => ({ worker: worker.index, error }),
-				);
-			}),
-		);
-		outcomes.push(...(await Promise.all(batch)));
-	}
+	const outcomes = await invokeInRounds<WorkerEvent, WorkerResult>(workers, rounds, concurrency, () => ({
+		path: "/held",
+	}));
 	expect(outcomes.filter((outcome) => outcome.error !== undefined).map((outcome) => outcome.error)).toEqual(
 		[],
 	);

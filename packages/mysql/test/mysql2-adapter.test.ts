@@ -8,13 +8,7 @@
 // adapter's own import.
 import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from "node:net";
 import { MiddyConnError } from "@middy-conn/lifecycle";
-import {
-	MysqlAdmin,
-	startTcpProxy,
-	startWorkerThreadsEnvironment,
-	type TcpProxy,
-	type TestDatabase,
-} from "@middy-conn/test-harness";
+import { MysqlAdmin, startTcpProxy, type TcpProxy, type TestDatabase } from "@middy-conn/test-harness";
 import mysqlCore from "mysql2";
 import mysql from "mysql2/promise";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
@@ -46,11 +40,6 @@ import { configOf, outcome } from "./helpers.ts";
 
 const drivers = driversSetting();
 const version = loadedDriverVersion("mysql2", mysqlCore);
-/** Reports the drivers a module loaded in a worker thread gets. */
-const DRIVER_VERSIONS_FUNCTION = new URL(
-	"../../../test/fixtures/driver-versions-function.ts",
-	import.meta.url,
-);
 
 let admin: MysqlAdmin;
 let db: TestDatabase;
@@ -173,15 +162,6 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			expect(parseUrl).toHaveBeenCalledOnce();
 		} finally {
 			parseUrl.mockRestore();
-		}
-	});
-
-	it("worker threads that tests start load the same mysql2 (the resolve hook vitest gives its forks)", async () => {
-		const environment = await startWorkerThreadsEnvironment({ module: DRIVER_VERSIONS_FUNCTION, workers: 1 });
-		try {
-			expect(await environment.workers[0]?.invoke()).toMatchObject({ mysql2: version });
-		} finally {
-			await environment.terminate();
 		}
 	});
 

@@ -12,7 +12,9 @@
 // the account's MAX_USER_CONNECTIONS.
 import {
 	databaseEnvironment,
+	invokeInRounds,
 	startWorkerThreadsEnvironment,
+	type WorkerOutcome,
 	type WorkerThreadsEnvironment,
 } from "@middy-conn/test-harness";
 import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
@@ -56,35 +58,19 @@ const startWorkers = async (mode: "pool" | "scoped", workers: number) => {
 	return environment;
 };
 
-interface Outcome {
-	worker: number;
-	event: WorkerEvent;
-	result?: WorkerResult;
-	error?: unknown;
-}
+type Outcome = WorkerOutcome<WorkerEvent, WorkerResult>;
 
-/** `rounds` times: `concurrency` invocations at once in every given worker, all of them at the same time. */
-const runRounds = async (
+/** `rounds` times: `concurrency` invocations at once in every given worker, half of them leaving a transaction open. */
+const runRounds = (
 	workers: WorkerThreadsEnvironment["workers"],
 	rounds: number,
 	concurrency: number,
 	label = "load",
-): Promise<Outcome[]> => {
-	const outcomes: Outcome[] = [];
-	for (let round = 0; round < rounds; round++) {
-		const batch = workers.flatMap((worker) =>
-			Array.from({ length: concurrency }, (_, i): Promise<Outcome> => {
-				const event = { token: `${label}-w${worker.index}-r${round}-i${i}`, leaveOpen: i % 2 === 0 };
-				return worker.invoke<WorkerResult>(event).then(
-					(result) => ({ worker: worker.index, event, result }),
-					(error: unknown) => ({ worker: worker.index, event, error }),
-				);
-			}),
-		);
-		outcomes.push(...(await Promise.all(batch)));
-	}
-	return outcomes;
-};
+): Promise<Outcome[]> =>
+	invokeInRounds<WorkerEvent, WorkerResult>(workers, rounds, concurrency, (worker, round, i) => ({
+		token: `${label}-w${worker}-r${round}-i${i}`,
+		leaveOpen: i % 2 === 0,
+	}));
 
 /** Samples the user's server connections (PROCESSLIST) until stopped; bounded in time and count. */
 const sampleConnections = (user: string) => {

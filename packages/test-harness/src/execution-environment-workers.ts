@@ -239,3 +239,37 @@ const bounded = <T>(promise: Promise<T>, ms: number, message: string): Promise<T
 		}),
 	]).finally(() => clearTimeout(timer));
 };
+
+/** One invocation's outcome in a worker: its event and result, or the error it failed with. */
+export interface WorkerOutcome<TEvent, TResult> {
+	worker: number;
+	event: TEvent;
+	result?: TResult;
+	error?: unknown;
+}
+
+/**
+ * `rounds` times, `concurrency` invocations at once in every given worker, all of them at the same time (as Lambda
+ * Managed Instances run them). `eventOf` makes each invocation's event. Never rejects: failures are outcomes.
+ */
+export const invokeInRounds = async <TEvent, TResult>(
+	workers: readonly WorkerThread[],
+	rounds: number,
+	concurrency: number,
+	eventOf: (worker: number, round: number, index: number) => TEvent,
+): Promise<WorkerOutcome<TEvent, TResult>[]> => {
+	const outcomes: WorkerOutcome<TEvent, TResult>[] = [];
+	for (let round = 0; round < rounds; round++) {
+		const batch = workers.flatMap((worker) =>
+			Array.from({ length: concurrency }, (_, index): Promise<WorkerOutcome<TEvent, TResult>> => {
+				const event = eventOf(worker.index, round, index);
+				return worker.invoke<TResult>(event).then(
+					(result) => ({ worker: worker.index, event, result }),
+					(error: unknown) => ({ worker: worker.index, event, error }),
+				);
+			}),
+		);
+		outcomes.push(...(await Promise.all(batch)));
+	}
+	return outcomes;
+};
