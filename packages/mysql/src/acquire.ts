@@ -176,6 +176,13 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 			if (sessionId !== undefined) pool.sessionIds.set(core, sessionId);
 		}
 		stats.connectMs = performance.now() - started;
+		if (signal.aborted) {
+			// The invocation ended while this acquire awaited the reset or the session id: nobody will release the
+			// connection but us. It is clean (reset, or new), so it goes back.
+			core.removeListener("error", context.onCoreError);
+			(connection as unknown as { release(): void }).release();
+			throw closedError(shared.settings.contextKey);
+		}
 		stats.connected = fresh;
 		stats.acquired = true;
 		return { connection, core, resolved: pool.resolved, pooled: true, sessionId, pool };
