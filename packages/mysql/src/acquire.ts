@@ -155,8 +155,8 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		}
 		stats.connectMs = performance.now() - started;
 		if (signal.aborted) {
-			// The invocation ended while this acquire awaited the reset or the session id: nobody will release the
-			// connection but us. It is clean (reset, or new), so it goes back.
+			// The invocation ended while this acquire awaited the session id: nobody will release the connection but
+			// us. It is new and clean, so it goes back.
 			core.removeListener("error", context.onCoreError);
 			(connection as unknown as { release(): void }).release();
 			throw closedError(shared.settings.contextKey);
