@@ -7,7 +7,13 @@
 import { setTimeout as delay, setImmediate } from "node:timers/promises";
 import middy, { type MiddlewareObj, type Request } from "@middy/core";
 import { closeMysqlPools, type MysqlContext, mysqlConnection } from "@middy-conn/mysql";
-import { useHttpServer, usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
+import {
+	outcome,
+	useHttpServer,
+	usePoolCleanup,
+	useTestDatabase,
+	within,
+} from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2/promise";
 import type { Dispatcher, Pool } from "undici";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -47,12 +53,6 @@ usePoolCleanup(closeHttpPools, closeMysqlPools);
 type Invoke = (event: unknown, context: HttpContext) => Promise<unknown>;
 type Outcome = { value?: unknown; error?: unknown };
 
-const outcome = <T>(promise: Promise<T>): Promise<{ value?: T; error?: unknown }> =>
-	promise.then(
-		(value) => ({ value }),
-		(error: unknown) => ({ error }),
-	);
-
 const codeOf = (error: unknown): unknown => (error as { code?: unknown } | undefined)?.code;
 
 /** Polls (bounded) until `check` holds; returns whether it did. */
@@ -62,19 +62,6 @@ const eventually = async (check: () => boolean, timeoutMs = 2000): Promise<boole
 		if (check()) return true;
 		if (Date.now() >= deadline) return false;
 		await delay(5);
-	}
-};
-
-/** Settles `promise` into its outcome, or says it did not settle within `ms` (a bound, not a timing claim). */
-const within = async <T>(promise: Promise<T>, ms: number) => {
-	let timer: NodeJS.Timeout | undefined;
-	const expired = new Promise<{ settled: false; value?: T; error?: unknown }>((resolve) => {
-		timer = setTimeout(() => resolve({ settled: false }), ms);
-	});
-	try {
-		return await Promise.race([outcome(promise).then((result) => ({ settled: true, ...result })), expired]);
-	} finally {
-		clearTimeout(timer);
 	}
 };
 

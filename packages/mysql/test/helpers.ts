@@ -24,12 +24,7 @@ export const invoke = <TResult = unknown>(
 		"getRemainingTimeInMillis" in context ? context : createLambdaContext(context),
 	);
 
-/** Settles a promise into its outcome, so a test can assert on a rejection without try/catch. */
-export const outcome = <T>(promise: Promise<T>): Promise<{ value?: T; error?: unknown }> =>
-	promise.then(
-		(value) => ({ value }),
-		(error: unknown) => ({ error }),
-	);
+export { outcome } from "@middy-conn/test-harness/test-fixtures";
 
 /** A logger that records, for assertions (and keeps the test output quiet). */
 export const recordingLogger = () => {

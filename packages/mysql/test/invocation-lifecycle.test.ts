@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
-import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
+import { usePoolCleanup, useTestDatabase, within } from "@middy-conn/test-harness/test-fixtures";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { describe, expect, it } from "vitest";
 import {
@@ -73,19 +73,6 @@ const rowLockFree = async (row: number): Promise<boolean> => {
 	);
 	if (probe.error && codeOf(probe.error) !== "ER_LOCK_WAIT_TIMEOUT") throw probe.error;
 	return probe.error === undefined;
-};
-
-/** Settles `promise` into its outcome, or says it did not settle within `ms` (a bound, not a timing claim). */
-const within = async <T>(promise: Promise<T>, ms: number) => {
-	let timer: NodeJS.Timeout | undefined;
-	const expired = new Promise<{ settled: false; value?: T; error?: unknown }>((resolve) => {
-		timer = setTimeout(() => resolve({ settled: false }), ms);
-	});
-	try {
-		return await Promise.race([outcome(promise).then((result) => ({ settled: true, ...result })), expired]);
-	} finally {
-		clearTimeout(timer);
-	}
 };
 
 /** Polls (bounded) until `check` holds; returns whether it did. */

@@ -164,3 +164,23 @@ export function usePoolCleanup(...closers: (() => Promise<unknown>)[]): void {
 		for (const close of closers) await close();
 	});
 }
+
+/** Settles a promise into its outcome, so a test can assert on a rejection without try/catch. */
+export const outcome = <T>(promise: Promise<T>): Promise<{ value?: T; error?: unknown }> =>
+	promise.then(
+		(value) => ({ value }),
+		(error: unknown) => ({ error }),
+	);
+
+/** Settles `promise` into its outcome, or says it did not settle within `ms` (a bound, not a timing claim). */
+export const within = async <T>(promise: Promise<T>, ms: number) => {
+	let timer: NodeJS.Timeout | undefined;
+	const expired = new Promise<{ settled: false; value?: T; error?: unknown }>((resolve) => {
+		timer = setTimeout(() => resolve({ settled: false }), ms);
+	});
+	try {
+		return await Promise.race([outcome(promise).then((result) => ({ settled: true, ...result })), expired]);
+	} finally {
+		clearTimeout(timer);
+	}
+};
