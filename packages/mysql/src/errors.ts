@@ -136,10 +136,12 @@ const targetDetails = (target: Target) => ({
 });
 
 /** Work of the handler was still in flight when the invocation ended: its transaction was rolled back. */
-export const unfinishedError = (target: Target): MiddyConnError =>
+export const unfinishedError = (target: Target | undefined): MiddyConnError =>
 	new MiddyConnError(
-		`The invocation's transaction on ${describeTarget(target)} was rolled back, not committed: a statement or request of the invocation was still in flight when it ended (the handler had not finished, e.g. a timeoutEarlyResponse answered for it)`,
-		{ package: pkg, code: errorCodes.unfinished, details: targetDetails(target) },
+		target
+			? `The invocation's transaction on ${describeTarget(target)} was rolled back, not committed: a statement or request of the invocation was still in flight when it ended (the handler had not finished, e.g. a timeoutEarlyResponse answered for it)`
+			: "The invocation's transaction was not begun, and nothing of it was committed: its first statement was still waiting for a connection when the invocation ended (the handler had not finished, e.g. a timeoutEarlyResponse answered for it)",
+		{ package: pkg, code: errorCodes.unfinished, ...(target ? { details: targetDetails(target) } : {}) },
 	);
 
 /** Middy's early timeout (or the background tasks' deadline) stopped a statement that was still running. */

@@ -26,12 +26,15 @@ import {
 	errorCodes,
 	interruptedError,
 	managedTransactionError,
+	unfinishedError,
 } from "./errors.ts";
 import { commandInFlight, destroyHard, failCommandInFlight, isDead, isFatal } from "./mysql2-adapter.ts";
 import { pkg } from "./options.ts";
 import { type MysqlConnectionStats, newStats, reportMysqlStats } from "./telemetry.ts";
 
 export type { Shared } from "./acquire.ts";
+
+const answered = (end: InvocationEnd): boolean => end.kind === "success" || end.kind === "early-response";
 
 /**
  * The invocation's database: mysql2/promise's `query`, `execute` and transaction methods, with their signatures
@@ -276,7 +279,14 @@ export class InvocationConnection implements InvocationResource {
 			const lease = this.#current;
 			if (!lease) {
 				// Connect or acquire still in flight (or failed): abort it.
+				const waiting = this.#inFlight > 0;
 				this.#abort?.abort();
+				// An answer given while the handler's first statement still waited for a connection (a busy pool, a
+				// slow connect) fails as it would a moment later, with the connection held: the outcome must not
+				// depend on how far the acquire got.
+				if (waiting && this.#shared.settings.transaction && end.unfinished && answered(end)) {
+					throw unfinishedError(undefined);
+				}
 				return;
 			}
 			await closeLease(this.#closing(lease), end);

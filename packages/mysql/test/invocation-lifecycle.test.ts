@@ -4,6 +4,7 @@
 // already covers (success, handler throws, an after throws, a later before answers, a later onError answers or
 // throws, Middy's timeout mid-query) are not repeated here.
 import { randomUUID } from "node:crypto";
+import net from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
@@ -599,6 +600,58 @@ describe.each(modes)("mode %s", (mode) => {
 	});
 
 	describe("4. unfinished work is never committed", () => {
+		it(`a timeoutEarlyResponse answers while the handler's first INSERT still waits for its connection (${mode === "pool" ? "the pool's one connection is held by another invocation" : "the server does not answer the connect"}): the invocation fails with MIDDY_CONN_MYSQL_UNFINISHED, as it would with the connection held, and nothing is written`, async () => {
+			const tag = newTag();
+			// What holds the connect up: scoped, a listener that accepts and never sends MySQL's greeting; pool, another
+			// invocation holding the pool's only connection.
+			const silent = net.createServer(() => {});
+			await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+			const silentPort = (silent.address() as net.AddressInfo).port;
+			const { stats, middleware } =
+				mode === "scoped"
+					? setup({ transaction: true, config: { ...configOf(db), port: silentPort, connectTimeout: 5000 } })
+					: setup({ transaction: true });
+			let release: () => void = () => {};
+			const holding =
+				mode === "pool"
+					? invoke(
+							middy()
+								.use(setup().middleware)
+								.handler(async (_event, context) => {
+									await context.db.query("SELECT 1");
+									await new Promise<void>((resolve) => {
+										release = resolve;
+									});
+								}),
+						)
+					: Promise.resolve();
+			try {
+				if (mode === "pool") expect(await admin.settleConnections(db.user, 1)).toBe(1);
+				let inserted = false;
+				const handler = middy({
+					timeoutEarlyInMillis: 300,
+					timeoutEarlyResponse: () => ({ statusCode: 503 }),
+				})
+					.use(middleware)
+					.handler(async (_event, context) => {
+						await context.db.query(insertSql, [`${tag}1`]);
+						inserted = true;
+						return { statusCode: 200 };
+					});
+				const result = await outcome(invoke(handler, {}, { timeoutMs: 600 }));
+				expect(codeOf(result.error)).toBe("MIDDY_CONN_MYSQL_UNFINISHED");
+				expect(result.value).toBeUndefined();
+				expect(inserted).toBe(false);
+				expect(stats.at(-1)?.transaction).toBe("none");
+			} finally {
+				release();
+				await holding;
+				await new Promise((resolve) => silent.close(resolve));
+			}
+			expect(await committedTags(tag)).toEqual([]);
+			expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		});
+
 		it("a timeoutEarlyResponse answers while the handler is in SLEEP between two INSERTs: neither row is committed, the invocation fails with MIDDY_CONN_MYSQL_UNFINISHED, the session is killed", async () => {
 			const { stats, middleware } = setup({ transaction: true });
 			const tag = newTag();
