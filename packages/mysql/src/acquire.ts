@@ -5,7 +5,7 @@
 // is discarded before any statement is sent, so that no statement is ever replayed.
 import { performance } from "node:perf_hooks";
 import type { Request } from "@middy/core";
-import { type Logger, MiddyConnError } from "@middy-conn/lifecycle";
+import { type Logger, MiddyConnError, settleWithin } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
 import { learnConnectionId } from "./cancel.ts";
@@ -127,6 +127,28 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 			// The invocation ended while this one was on its way: it is unused and clean, so it goes back.
 			(connection as unknown as { release(): void }).release();
 			throw closedError(shared.settings.contextKey);
+		}
+		// The previous invocation's reset of this connection was sent when it gave the connection back, and answered
+		// while Lambda had the process frozen (close.ts): it is awaited here, before any statement of this invocation.
+		// A connection whose reset failed, or went unanswered, is never handed out.
+		const reset = pool.resets.get(core);
+		if (reset) {
+			pool.resets.delete(core);
+			// Usually answered long ago (while Lambda had the process frozen): then there is nothing to wait for.
+			const clean =
+				reset.clean ??
+				(
+					await settleWithin(
+						reset.answered.then((ok) => {
+							if (!ok) throw new Error("reset failed");
+						}),
+						shared.settings.closeTimeout,
+					)
+				).ok;
+			if (!clean) {
+				destroyHard(core, "its reset failed");
+				continue;
+			}
 		}
 		const fresh = !pool.seen.has(core);
 		pool.seen.add(core);

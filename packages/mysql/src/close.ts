@@ -6,16 +6,18 @@
 // - Work not finished (Middy's timeout, or work still in flight when teardown began): never COMMIT. A busy
 //   connection is given up: destroyed, and its statement stopped on the server (cancel.ts).
 // - A dead connection: destroyed; there is nothing to talk to.
-// - Otherwise the graceful end, which also rolls back whatever is still open: COM_RESET_CONNECTION and release
-//   (pool; QUIT instead while the server is near full, see server-pressure.ts), QUIT and the server closing the
-//   socket (scoped). Both are awaited, so that the session is clean or
-//   gone before Lambda freezes the process. Bounded by `closeTimeout`; past it the connection is destroyed.
+// - Otherwise the graceful end, which also rolls back whatever is still open. Scoped: QUIT, awaited until the
+//   server has closed the socket, so that the session is gone before Lambda freezes the process (bounded by
+//   `closeTimeout`; past it the connection is destroyed). Pool: COM_RESET_CONNECTION sent and the connection
+//   released at once; the next acquire awaits the reset's answer (below). Under server pressure, QUIT instead
+//   (server-pressure.ts).
 import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
 import type { Lease } from "./acquire.ts";
 import { commitError, unfinishedError } from "./errors.ts";
-import { isDead, isFatal, socketClosed } from "./mysql2-adapter.ts";
+import { destroyHard, isDead, isFatal, sendReset, socketClosed } from "./mysql2-adapter.ts";
 import type { Settings } from "./options.ts";
+import type { PendingReset } from "./pool-cache.ts";
 import { loadCheckDue, readLoad } from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
@@ -110,20 +112,42 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 		}
 		if (load.high) return quit(closing, budget);
 	}
-	// Reset here, awaited, rather than with mysql2's resetOnRelease, which would run after the invocation
-	// returned (release() does not wait), that is while Lambda has the process frozen.
-	const reset = await settleWithin(lease.connection.reset(), budget);
-	if (!reset.ok) {
-		const code = reset.timedOut ? "TIMEOUT" : (reset.error as { code?: string } | undefined)?.code;
-		logger.warn("@middy-conn/mysql: could not reset the connection; destroyed it instead", { code });
-		closing.giveUp("reset failed");
-		return;
-	}
+	const pool = lease.pool;
+	if (!pool) return quit(closing, budget);
+	// COM_RESET_CONNECTION is sent now, and the connection goes back to the pool at once: its answer is awaited by
+	// the next acquire of this connection, not by this invocation. The reset is on the wire before the invocation
+	// returns (the socket write is immediate), so the server rolls back, frees locks and drops temporary tables
+	// within a round trip, frozen process or not; mysql2 runs a connection's commands strictly in order, and the
+	// next invocation sends nothing before the answer has come (acquire.ts). A reset that fails destroys the
+	// connection, and no invocation gets it. The round trip leaves the invocation's critical path.
+	const core = lease.core;
 	closing.detach();
-	lease.pool?.releasedAt.set(lease.core, Date.now());
+	// Released, nobody listens to the connection's errors: a late one (the server closing it) must not crash.
+	if (!core.listeners("error").includes(ignoreError)) core.on("error", ignoreError);
+	const pending: PendingReset = {
+		clean: undefined,
+		answered: sendReset(core).then(
+			() => {
+				pending.clean = true;
+				return true;
+			},
+			(error: unknown) => {
+				pending.clean = false;
+				logger.warn("@middy-conn/mysql: could not reset a pooled connection; destroyed it", {
+					code: (error as { code?: string } | undefined)?.code,
+				});
+				destroyHard(core, "its reset failed");
+				return false;
+			},
+		),
+	};
+	pool.resets.set(core, pending);
+	pool.releasedAt.set(core, Date.now());
 	(lease.connection as unknown as { release(): void }).release();
 	stats.closed = "released";
 };
+
+const ignoreError = () => {};
 
 // QUIT, then wait for the server to close the socket: the session is gone before Lambda freezes the process. A
 // pooled connection leaves its pool first (mysql2's `gracefulEnd`, set by resolveConfig in pool mode).

@@ -12,11 +12,22 @@ import { mayOpenConnection, newConnectionConfig, poolLimits } from "./mysql2-ada
 import { isSecretKey, type ResolvedConfig } from "./options.ts";
 import { type LoadReading, newLoadReading } from "./server-pressure.ts";
 
+/** A reset on its way: `clean` is set when it has been answered (true) or has failed (false). */
+export interface PendingReset {
+	clean: boolean | undefined;
+	readonly answered: Promise<boolean>;
+}
+
 export interface WarmPool {
 	readonly key: string;
 	readonly pool: Pool;
 	/** Connections this pool has already handed out once: an acquire that returns another one opened it. */
 	readonly seen: WeakSet<object>;
+	/**
+	 * The reset each connection was given back with, still on its way or answered: true when the session is clean.
+	 * The next acquire of the connection awaits it (see close.ts).
+	 */
+	readonly resets: WeakMap<object, PendingReset>;
 	/** When each connection was last given back to the pool (Date.now()): how long it has been idle. */
 	readonly releasedAt: WeakMap<object, number>;
 	/** The server's session id of each connection (learnt once per connection, for KILL: see cancel.ts). */
@@ -73,6 +84,7 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 		pool,
 		seen: new WeakSet(),
 		releasedAt: new WeakMap(),
+		resets: new WeakMap(),
 		sessionIds: new WeakMap(),
 		idleTimeout,
 		connectionLimit,

@@ -11,7 +11,7 @@ import {
 	type MysqlConnectionStats,
 	mysqlConnection,
 } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
+import { configOf, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_pool", { settle: "wait" });
 usePoolCleanup(closeMysqlPools);
@@ -25,6 +25,19 @@ const connectionIdFunction = (stats: MysqlConnectionStats[]) =>
 		.handler(async (_event, context) =>
 			Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id),
 		);
+
+/**
+ * Drops the proxy's flows once they have been idle for 50 ms (no byte either way): by then a connection released with
+ * a reset has had its answer. Bounded: gives up after 2 s. Returns how many flows were dropped.
+ */
+const droppedOnceIdle = async (nat: { dropIdle(idleForMs?: number): number }): Promise<number> => {
+	for (let i = 0; i < 100; i += 1) {
+		const dropped = nat.dropIdle(50);
+		if (dropped > 0) return dropped;
+		await new Promise((resolve) => setTimeout(resolve, 20));
+	}
+	return 0;
+};
 
 describe("mode pool", () => {
 	it("never holds more than connectionLimit server connections under 20 concurrent invocations", async () => {
@@ -69,7 +82,7 @@ describe("mode pool", () => {
 		expect(await admin.connectionsOf(db.user)).toBe(1);
 	});
 
-	it("resets the session: no user variable, temp table, session setting or transaction crosses invocations", async () => {
+	it("resets the session: no user variable, temp table, named lock, session setting or transaction crosses invocations", async () => {
 		const handler = middy<{ step: "dirty" | "look" }>()
 			.use(mysqlConnection({ config: { ...configOf(db), connectionLimit: 1 }, mode: "pool" }))
 			.handler(async (event, context) => {
@@ -79,11 +92,13 @@ describe("mode pool", () => {
 					await context.db.query("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'");
 					await context.db.query("SET SESSION time_zone = '+05:00'");
 					await context.db.execute("SELECT ? AS prepared", [1]);
+					await context.db.query("SELECT GET_LOCK('middy_conn_leak', 0)");
 					await context.db.query("START TRANSACTION");
 				}
 				const [rows] = await context.db.query<RowDataPacket[]>(
 					`SELECT CONNECTION_ID() AS id, @leak AS leak, @@session.sql_mode AS sqlMode,
-					 @@session.time_zone AS timeZone, @@in_transaction AS inTransaction`,
+					 @@session.time_zone AS timeZone, @@in_transaction AS inTransaction,
+					 IS_USED_LOCK('middy_conn_leak') AS lockHolder`,
 				);
 				const tempTable = await context.db.query("SELECT COUNT(*) FROM leak").then(
 					() => true,
@@ -96,6 +111,7 @@ describe("mode pool", () => {
 			});
 		const dirty = await invoke<RowDataPacket>(handler, { step: "dirty" });
 		expect(dirty).toMatchObject({ leak: 42, timeZone: "+05:00", inTransaction: 1, tempTable: true });
+		expect(dirty.lockHolder).toBe(dirty.id);
 		const clean = await invoke<RowDataPacket>(handler, { step: "look" });
 		// the very same server connection, with nothing left of the previous invocation's session
 		expect(clean.id).toBe(dirty.id);
@@ -105,8 +121,51 @@ describe("mode pool", () => {
 			inTransaction: 0,
 			tempTable: false,
 			prepared: 2,
+			lockHolder: null,
 		});
 		expect(clean.sqlMode).not.toBe("ALLOW_INVALID_DATES");
+	});
+
+	it("never hands out a connection whose reset went unanswered: it is destroyed, and the invocation gets a new one", async () => {
+		// The reset is sent when an invocation gives its connection back, and awaited by the next acquire. Here the
+		// network path stops carrying bytes right after the first invocation (a frozen path): its reset is never
+		// answered, so the session may still hold the first invocation's state.
+		const path = await startFreezableProxy(db);
+		try {
+			const stats: MysqlConnectionStats[] = [];
+			const { lines, logger } = recordingLogger();
+			const handler = middy<{ dirty: boolean }>()
+				.use(
+					mysqlConnection({
+						config: { ...configOf(db), host: path.host, port: path.port, connectionLimit: 1 },
+						mode: "pool",
+						closeTimeout: 200,
+						// no load reading on the frozen path: this is about the reset alone
+						serverPressure: false,
+						logger,
+						onStats: (s) => stats.push(s),
+					}),
+				)
+				.handler(async (event, context) => {
+					if (event.dirty) await context.db.query("SET @leak = 1");
+					const [rows] = await context.db.query<RowDataPacket[]>(
+						"SELECT CONNECTION_ID() AS id, @leak AS leak",
+					);
+					if (event.dirty) path.freeze();
+					return rows[0];
+				});
+			const first = await invoke<RowDataPacket>(handler, { dirty: true });
+			expect(stats[0]).toMatchObject({ connected: true, closed: "released" });
+
+			const second = await invoke<RowDataPacket>(handler, { dirty: false });
+
+			expect(second.id).not.toBe(first.id);
+			expect(second.leak).toBeNull();
+			expect(stats[1]).toMatchObject({ connected: true, closed: "released" });
+			expect(lines.filter((line) => line.level === "error")).toEqual([]);
+		} finally {
+			await path.close();
+		}
 	});
 
 	it("discards a warm connection that died while idle, before sending any statement", async () => {
@@ -140,8 +199,9 @@ describe("mode pool", () => {
 					return Number((await context.db.query<RowDataPacket[]>(connectionIdQuery))[0][0]?.id);
 				});
 			const warm = await invoke<number>(handler, { insert: false });
-			// frozen past the NAT's idle timeout: the flow is forgotten, and nobody is told
-			expect(nat.dropIdle()).toBe(1);
+			// frozen past the NAT's idle timeout: the flow is forgotten, and nobody is told (once idle, that is once the
+			// reset the connection was released with has been answered)
+			expect(await droppedOnceIdle(nat)).toBe(1);
 			const { error } = await outcome(invoke(handler, { insert: true }));
 			expect(error).toMatchObject({ name: "MiddyConnError", code: "ECONNRESET" });
 			expect((error as Error).message).toMatch(/not retried/);
