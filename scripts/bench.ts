@@ -96,7 +96,11 @@ const main = async (): Promise<number> => {
 	if (selected("overhead") && http && db) {
 		log("\n== Overhead ==");
 		results.comparisons.push(
-			...(await runOverheadGroup(mode, { http, db, httpPool: httpPoolLoad.module, mysql: mysqlLoad.module })),
+			...(await runOverheadGroup(mode, {
+				http,
+				db,
+				middlewaresAvailable: { http: Boolean(httpPoolLoad.module), mysql: Boolean(mysqlLoad.module) },
+			})),
 		);
 	}
 	if (selected("cold-start")) {

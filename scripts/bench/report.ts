@@ -97,14 +97,20 @@ const comparisonTable = (comparison: ComparisonResult): string => {
 		"",
 		`${comparison.rounds} interleaved rounds in ${(comparison.elapsedMs / 1000).toFixed(1)} s${comparison.inner > 1 ? `; one sample = the mean of ${comparison.inner} invocations` : ""}.`,
 		"",
-		`| contender | median | p99 | × ${escapeCell(comparison.reference)} | per-round ratio (IQR) | samples | what it does |`,
-		"| --- | ---: | ---: | ---: | ---: | ---: | --- |",
 	];
+	// Contenders measured in processes of their own also report the collections their process ran.
+	const gcs = comparison.contenders.some((contender) => contender.gcPer10k);
+	lines.push(
+		`| contender | median | p99 | × ${escapeCell(comparison.reference)} | per-round ratio (IQR) | samples |${gcs ? " scavenges / 10,000 invocations | full GCs / 10,000 invocations |" : ""} what it does |`,
+		`| --- | ---: | ---: | ---: | ---: | ---: |${gcs ? " ---: | ---: |" : ""} --- |`,
+	);
 	for (const contender of comparison.contenders) {
 		const name = isOurs(contender.name) ? `**${contender.name}**` : contender.name;
 		const [low, high] = contender.ratioIqr;
+		const gc = contender.gcPer10k;
+		const gcCells = gcs ? ` ${gc ? gc.minor.toFixed(1) : "–"} | ${gc ? gc.major.toFixed(2) : "–"} |` : "";
 		lines.push(
-			`| ${escapeCell(name)} | ${formatMs(contender.stats.median)} | ${formatMs(contender.stats.p99)} | ${ratioText(contender.ratio)} | ${ratioText(low)}–${ratioText(high)} | ${contender.stats.count} | ${escapeCell(contender.note ?? "")} |`,
+			`| ${escapeCell(name)} | ${formatMs(contender.stats.median)} | ${formatMs(contender.stats.p99)} | ${ratioText(contender.ratio)} | ${ratioText(low)}–${ratioText(high)} | ${contender.stats.count} |${gcCells} ${escapeCell(contender.note ?? "")} |`,
 		);
 	}
 	return lines.join("\n");

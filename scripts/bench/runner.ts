@@ -9,8 +9,24 @@ export interface Contender {
 	note?: string;
 	/** One invocation. Throws on a wrong answer, so a broken contender cannot look fast. */
 	invoke(): Promise<unknown>;
+	/**
+	 * Times `count` samples of `inner` invocations somewhere else (a contender in a process of its own): the
+	 * runner then calls this instead of `invoke`. `record` is false during the warm-up.
+	 */
+	timeBatch?(count: number, inner: number, record: boolean): Promise<number[]>;
+	/** Garbage collections in the contender's own process during the recorded rounds (isolated contenders). */
+	gcs?(): GcCounts | undefined;
 	/** Released after the comparison (pools, connections). */
 	teardown?(): Promise<void> | void;
+}
+
+/** Garbage collections seen by a PerformanceObserver, and the invocations they were seen over. */
+export interface GcCounts {
+	/** Young-generation collections (scavenges). */
+	minor: number;
+	/** Full collections (mark-compact of the old generation). */
+	major: number;
+	invocations: number;
 }
 
 export interface ComparisonSpec {
@@ -61,6 +77,8 @@ export interface ContenderResult {
 	ratioIqr: [number, number];
 	/** The median of each round, in round order: ratios between any two contenders, round by round. */
 	roundMedians: number[];
+	/** Per 10,000 invocations, in the contender's own process (isolated contenders only). */
+	gcPer10k?: { minor: number; major: number };
 }
 
 export interface ComparisonResult {
@@ -117,6 +135,10 @@ const timeBatch = async (
 	gapMs: number,
 	into: number[],
 ) => {
+	if (contender.timeBatch) {
+		into.push(...(await contender.timeBatch(batch, inner, true)));
+		return;
+	}
 	for (let i = 0; i < batch; i++) {
 		const start = performance.now();
 		for (let j = 0; j < inner; j++) await contender.invoke();
@@ -141,7 +163,8 @@ export const runComparison = async (
 	for (let slice = 0; slice < slices; slice++) {
 		for (const contender of spec.contenders) {
 			const count = Math.ceil(spec.warmup / slices);
-			for (let i = 0; i < count * inner; i++) await contender.invoke();
+			if (contender.timeBatch) await contender.timeBatch(count, inner, false);
+			else for (let i = 0; i < count * inner; i++) await contender.invoke();
 		}
 	}
 
@@ -166,7 +189,16 @@ export const runComparison = async (
 	const contenders = spec.contenders.map((contender): ContenderResult => {
 		const stats = summarize(samples.get(contender.name) ?? []);
 		const rounds = roundMedians.get(contender.name) ?? [];
+		const gcs = contender.gcs?.();
 		return {
+			...(gcs && gcs.invocations > 0
+				? {
+						gcPer10k: {
+							minor: (gcs.minor / gcs.invocations) * 10_000,
+							major: (gcs.major / gcs.invocations) * 10_000,
+						},
+					}
+				: {}),
 			name: contender.name,
 			note: contender.note,
 			stats,
