@@ -93,6 +93,19 @@ export const reportedInLog = (logs: LogBook, requestId: string) =>
 		.messages(requestId)
 		.some((message) => /background task/.test(message) && /failed|aborted/.test(message));
 
+/**
+ * The same, allowing the line up to `ms` to arrive: a function's log lines come through its stdout pipe, which the
+ * soak may read after the invocation's answer (a separate socket) even though they were written before it.
+ */
+const reportedInLogWithin = async (logs: LogBook, requestId: string, ms: number): Promise<boolean> => {
+	const deadline = performance.now() + ms;
+	for (;;) {
+		if (reportedInLog(logs, requestId)) return true;
+		if (performance.now() >= deadline) return false;
+		await new Promise((resolve) => setTimeout(resolve, 20));
+	}
+};
+
 export interface SoakContext {
 	ledger: Ledger;
 	/** The admin connection (it waits for a restart of the server to be over). */
@@ -462,7 +475,7 @@ export const checkMarkerLanded = async (
 			fn,
 			`the background marker row ${run.token} landed ${landed} times`,
 		);
-	} else if (reportedInLog(context.logs, run.requestId)) {
+	} else if (await reportedInLogWithin(context.logs, run.requestId, 1000)) {
 		context.marks.reported++;
 		context.ledger.task(run.row, "reported failed");
 		if (!run.afterRestart) {
@@ -478,7 +491,7 @@ export const checkMarkerLanded = async (
 			"lost",
 			run.row,
 			fn,
-			`the marker row ${run.token}, written with context.waitUntil before an early response, is not in the database and no failure was reported`,
+			`the marker row ${run.token}, written with context.waitUntil before an early response, is not in the database and no failure was reported (the function logged for it: ${JSON.stringify(context.logs.messages(run.requestId)).slice(0, 300)})`,
 		);
 	}
 };
