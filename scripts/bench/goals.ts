@@ -91,6 +91,15 @@ const RATIO_GOALS: RatioGoal[] = [
 		informative: true,
 	},
 	{
+		label: "scoped, cancelOnTimeout: false / raw connect",
+		comparison: "db-connect",
+		numerator: DB.scopedNoCancel,
+		denominator: DB.rawConnect,
+		operator: "<=",
+		threshold: 1.1,
+		informative: true,
+	},
+	{
 		label: "pool mode / raw pool",
 		comparison: "db-warm",
 		numerator: DB.pool,
@@ -112,8 +121,8 @@ const RATIO_GOALS: RatioGoal[] = [
 		comparison: "db-warm",
 		numerator: DB.pool,
 		denominator: DB.serverlessMysql,
-		operator: "<",
-		threshold: 1,
+		operator: "<=",
+		threshold: 0.5,
 	},
 	{
 		label: "middy + both (untouched) / middy, each in its own process",
