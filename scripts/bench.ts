@@ -91,17 +91,11 @@ const main = async (): Promise<number> => {
 	}
 	if (selected("db") && db) {
 		log("\n== DB ==");
-		results.comparisons.push(...(await runDbGroup(mode, db, mysqlLoad.module)));
+		results.comparisons.push(...(await runDbGroup(mode, db)));
 	}
 	if (selected("overhead") && http && db) {
 		log("\n== Overhead ==");
-		results.comparisons.push(
-			...(await runOverheadGroup(mode, {
-				http,
-				db,
-				middlewaresAvailable: { http: Boolean(httpPoolLoad.module), mysql: Boolean(mysqlLoad.module) },
-			})),
-		);
+		results.comparisons.push(...(await runOverheadGroup(mode, { http, db })));
 	}
 	if (selected("cold-start")) {
 		log("\n== Cold start ==");

@@ -4,11 +4,19 @@
 import middy from "@middy/core";
 import mysql from "mysql2/promise";
 import serverlessMysql from "serverless-mysql";
+import { isolatedContenders } from "./isolated.ts";
 import { benchEvent, invoker } from "./lambda.ts";
-import type { MysqlModule } from "./middlewares.ts";
+import { loadMysql, type MysqlModule } from "./middlewares.ts";
 import type { DbPeer } from "./peers.ts";
-import { type ComparisonResult, type Contender, runComparison, teardownAll } from "./runner.ts";
-import { type Mode, pace } from "./settings.ts";
+import {
+	attachGcCounts,
+	type ComparisonResult,
+	type ComparisonSpec,
+	type Contender,
+	runComparison,
+	teardownAll,
+} from "./runner.ts";
+import { type Mode, type Pace, pace } from "./settings.ts";
 
 const SQL = "SELECT id, customer, total FROM orders WHERE id = ?";
 const POOL_SIZE = 4;
@@ -147,11 +155,10 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 		teardown: () => resetPool.end(),
 	});
 
-	// The default usedConnsFreq (0) means "check the processlist on every end()", but its cache test is
-	// `now - updated > freq` on Date.now(): in a loop whose invocations are under 1 ms apart, about every other
-	// end() lands in the same millisecond and skips the check. On Lambda, invocations on one instance are further
-	// apart, so every end() checks: -1 reproduces that here.
-	const sls = serverlessMysql({ config, usedConnsFreq: -1 });
+	// Its defaults. The default usedConnsFreq (0) means "check the processlist on every end()", with a cache test
+	// of `now - updated > freq` on Date.now(): in a tight loop about every other end() would land in the same
+	// millisecond and skip the check, which a Lambda never sees. The comparison's 2 ms gap makes every end() check.
+	const sls = serverlessMysql({ config });
 	const slsHandler = middy(async () => {
 		const rows = await sls.query(SQL, [benchEvent.id]);
 		await sls.end();
@@ -178,55 +185,64 @@ const warmContenders = async (config: Config, module: MysqlModule | undefined): 
 	return contenders;
 };
 
-export const runDbGroup = async (
+/** The contenders of one comparison of this group, as a contender's process builds them (isolated.ts). */
+export const buildContenders = async (comparison: string, args: unknown): Promise<Contender[]> => {
+	const { config } = args as { config: Config };
+	const module = (await loadMysql()).module;
+	if (comparison === "db-connect") return connectContenders(config, module);
+	if (comparison === "db-warm") return warmContenders(config, module);
+	throw new Error(`no DB comparison ${comparison}`);
+};
+
+const run = async (
 	mode: Mode,
 	db: DbPeer,
-	module: MysqlModule | undefined,
-): Promise<ComparisonResult[]> => {
+	spec: Omit<ComparisonSpec, "contenders" | keyof Pace>,
+	full: { budgetMs: number; batch: number },
+): Promise<ComparisonResult> => {
+	const contenders = await isolatedContenders(new URL(import.meta.url), spec.id, { config: db.config });
+	let result: ComparisonResult;
+	try {
+		result = await runComparison({ ...spec, contenders, ...pace(mode, full) }, mode.log);
+	} finally {
+		await teardownAll(contenders);
+	}
+	return attachGcCounts(result, contenders);
+};
+
+export const runDbGroup = async (mode: Mode, db: DbPeer): Promise<ComparisonResult[]> => {
 	const results: ComparisonResult[] = [];
-
 	mode.log("DB, a connection per invocation");
-	const connect = connectContenders(db.config, module);
-	try {
-		results.push(
-			await runComparison(
-				{
-					id: "db-connect",
-					title: "DB, a new connection per invocation",
-					description:
-						"Connect, authenticate, one indexed SELECT, close; 2 ms idle (not timed) between invocations, as between Lambda events. The reference is raw mysql2.",
-					reference: NAMES.rawConnect,
-					contenders: connect,
-					gapMs: 2,
-					...pace(mode, { budgetMs: 18_000, batch: 10 }),
-				},
-				mode.log,
-			),
-		);
-	} finally {
-		await teardownAll(connect);
-	}
-
+	results.push(
+		await run(
+			mode,
+			db,
+			{
+				id: "db-connect",
+				title: "DB, a new connection per invocation",
+				description:
+					"Connect, authenticate, one indexed SELECT, close; 2 ms idle (not timed) between invocations, as between Lambda events. Each contender runs in a process of its own, the processes taking turns. The reference is raw mysql2.",
+				reference: NAMES.rawConnect,
+				gapMs: 2,
+			},
+			{ budgetMs: 18_000, batch: 10 },
+		),
+	);
 	mode.log("DB, a warm connection per invocation");
-	const warm = await warmContenders(db.config, module);
-	try {
-		results.push(
-			await runComparison(
-				{
-					id: "db-warm",
-					title: "DB, a warm connection per invocation",
-					description:
-						"One indexed SELECT on a connection that already exists; 2 ms idle (not timed) between invocations, as between Lambda events (pool mode's reset is answered in that gap, and serverless-mysql's clock-based checks run). The reference is the raw mysql2 pool.",
-					reference: NAMES.rawPool,
-					contenders: warm,
-					gapMs: 2,
-					...pace(mode, { budgetMs: 15_000, batch: 20 }),
-				},
-				mode.log,
-			),
-		);
-	} finally {
-		await teardownAll(warm);
-	}
+	results.push(
+		await run(
+			mode,
+			db,
+			{
+				id: "db-warm",
+				title: "DB, a warm connection per invocation",
+				description:
+					"One indexed SELECT on a connection that already exists; 2 ms idle (not timed) between invocations, as between Lambda events (pool mode's reset is answered in that gap, and serverless-mysql's clock-based checks run). Each contender runs in a process of its own, the processes taking turns. The reference is the raw mysql2 pool.",
+				reference: NAMES.rawPool,
+				gapMs: 2,
+			},
+			{ budgetMs: 15_000, batch: 20 },
+		),
+	);
 	return results;
 };

@@ -4,11 +4,19 @@ import https from "node:https";
 import tls from "node:tls";
 import middy from "@middy/core";
 import { Client, Pool } from "undici";
+import { isolatedContenders } from "./isolated.ts";
 import { invoker } from "./lambda.ts";
-import type { HttpPoolModule } from "./middlewares.ts";
+import { type HttpPoolModule, loadHttpPool } from "./middlewares.ts";
 import type { HttpPeer } from "./peers.ts";
-import { type ComparisonResult, type Contender, runComparison, teardownAll } from "./runner.ts";
-import { type Mode, pace } from "./settings.ts";
+import {
+	attachGcCounts,
+	type ComparisonResult,
+	type ComparisonSpec,
+	type Contender,
+	runComparison,
+	teardownAll,
+} from "./runner.ts";
+import { type Mode, type Pace, pace } from "./settings.ts";
 
 /** Connections per origin for every pooled contender (a warm sequential invocation uses one). */
 const CONNECTIONS = 4;
@@ -73,7 +81,7 @@ const httpsGet = (agent: https.Agent, url: string): Promise<{ status: number; bo
 	});
 
 const requestContenders = (
-	peer: HttpPeer,
+	peer: HttpArgs,
 	workload: Workload,
 	httpPool: HttpPoolModule | undefined,
 ): Contender[] => {
@@ -157,7 +165,7 @@ const requestContenders = (
 	return contenders;
 };
 
-const backgroundContenders = (peer: HttpPeer, httpPool: HttpPoolModule | undefined): Contender[] => {
+const backgroundContenders = (peer: HttpArgs, httpPool: HttpPoolModule | undefined): Contender[] => {
 	const { origin, ca } = peer;
 	const payload = JSON.stringify({ event: "order-viewed", id: 1 });
 	const post = {
@@ -210,14 +218,47 @@ const backgroundContenders = (peer: HttpPeer, httpPool: HttpPoolModule | undefin
 	return contenders;
 };
 
+/** What a contender's process needs to build this group's contenders (isolated.ts). */
+interface HttpArgs {
+	origin: string;
+	ca: string;
+}
+
+/** The contenders of one comparison of this group, as a contender's process builds them (isolated.ts). */
+export const buildContenders = async (comparison: string, args: unknown): Promise<Contender[]> => {
+	const peer = args as HttpArgs;
+	// Node's fetch has no per-call CA: trust the peer's self-signed certificate process-wide, so that fetch runs
+	// with its real default dispatcher. The other clients are given the CA explicitly as well.
+	tls.setDefaultCACertificates([...tls.getCACertificates("default"), peer.ca]);
+	const httpPool = (await loadHttpPool()).module;
+	if (comparison === SMALL.id) return requestContenders(peer, SMALL, httpPool);
+	if (comparison === LARGE.id) return requestContenders(peer, LARGE, httpPool);
+	if (comparison === "http-background") return backgroundContenders(peer, httpPool);
+	throw new Error(`no HTTP comparison ${comparison}`);
+};
+
+const run = async (
+	mode: Mode,
+	peer: HttpPeer,
+	spec: Omit<ComparisonSpec, "contenders" | keyof Pace>,
+	full: { budgetMs: number; batch: number },
+): Promise<ComparisonResult> => {
+	const args: HttpArgs = { origin: peer.origin, ca: peer.ca };
+	const contenders = await isolatedContenders(new URL(import.meta.url), spec.id, args);
+	let result: ComparisonResult;
+	try {
+		result = await runComparison({ ...spec, contenders, ...pace(mode, full) }, mode.log);
+	} finally {
+		await teardownAll(contenders);
+	}
+	return attachGcCounts(result, contenders);
+};
+
 export const runHttpGroup = async (
 	mode: Mode,
 	peer: HttpPeer,
 	httpPool: HttpPoolModule | undefined,
 ): Promise<ComparisonResult[]> => {
-	// Node's fetch has no per-call CA: trust the peer's self-signed certificate process-wide, so that fetch runs
-	// with its real default dispatcher. The other clients are given the CA explicitly as well.
-	tls.setDefaultCACertificates([...tls.getCACertificates("default"), peer.ca]);
 	const results: ComparisonResult[] = [];
 	const reference = httpPool ? NAMES.httpPool : NAMES.barePool;
 
@@ -226,46 +267,36 @@ export const runHttpGroup = async (
 		[LARGE, 15_000],
 	] as const) {
 		mode.log(`${workload.title}`);
-		const contenders = requestContenders(peer, workload, httpPool);
-		try {
-			results.push(
-				await runComparison(
-					{
-						id: workload.id,
-						title: workload.title,
-						description:
-							"One warm invocation: a GET whose body is read to the end. Every contender runs in the same middy handler; the reference is httpPool.",
-						reference,
-						contenders,
-						...pace(mode, { budgetMs, batch: 20 }),
-					},
-					mode.log,
-				),
-			);
-		} finally {
-			await teardownAll(contenders);
-		}
+		results.push(
+			await run(
+				mode,
+				peer,
+				{
+					id: workload.id,
+					title: workload.title,
+					description:
+						"One warm invocation: a GET whose body is read to the end. Every contender runs in the same middy handler, each in a process of its own, the processes taking turns (see the overhead group); the reference is httpPool.",
+					reference,
+				},
+				{ budgetMs, batch: 20 },
+			),
+		);
 	}
 
 	mode.log("HTTP, background work (10 POSTs per invocation)");
-	const contenders = backgroundContenders(peer, httpPool);
-	try {
-		results.push(
-			await runComparison(
-				{
-					id: "http-background",
-					title: "HTTP, background work: 10 POSTs per invocation, time until the invocation returns",
-					description:
-						"The work is delivered before the invocation returns in both contenders; the reference is the hand-written `await Promise.all`.",
-					reference: NAMES.backgroundAwaited,
-					contenders,
-					...pace(mode, { budgetMs: 10_000, batch: 10 }),
-				},
-				mode.log,
-			),
-		);
-	} finally {
-		await teardownAll(contenders);
-	}
+	results.push(
+		await run(
+			mode,
+			peer,
+			{
+				id: "http-background",
+				title: "HTTP, background work: 10 POSTs per invocation, time until the invocation returns",
+				description:
+					"The work is delivered before the invocation returns in both contenders, each in a process of its own; the reference is the hand-written `await Promise.all`.",
+				reference: NAMES.backgroundAwaited,
+			},
+			{ budgetMs: 10_000, batch: 10 },
+		),
+	);
 	return results;
 };

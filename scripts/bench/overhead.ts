@@ -2,18 +2,21 @@
 // handler would configure them, and the handler touches neither (scoped mode opens nothing, the HTTP pool stays
 // idle). Invocations take microseconds, so a sample times 100 in a row (one timer read per call would dominate).
 //
-// Each contender runs in a process of its own (overhead-process.ts), and the processes take turns, round by
-// round. The contenders make different amounts of garbage, and in one shared process the collections one of them
-// causes land on whichever happens to run next (issue 14 measured the references slowed that way). Alone, each
-// pays for its own garbage, and its process counts the collections it ran.
-import { fileURLToPath } from "node:url";
+// Each contender runs in a process of its own, the processes taking turns (isolated.ts): the contenders make
+// different amounts of garbage, and each process counts the collections it ran.
 import middy from "@middy/core";
 import type { Context } from "aws-lambda";
-import { spawnTracked } from "../cleanup.ts";
+import { isolatedContenders } from "./isolated.ts";
 import { invoker } from "./lambda.ts";
 import { loadHttpPool, loadMysql } from "./middlewares.ts";
 import type { DbPeer, HttpPeer } from "./peers.ts";
-import { type ComparisonResult, type Contender, type GcCounts, runComparison } from "./runner.ts";
+import {
+	attachGcCounts,
+	type ComparisonResult,
+	type Contender,
+	runComparison,
+	teardownAll,
+} from "./runner.ts";
 import { type Mode, pace } from "./settings.ts";
 
 export const NAMES = {
@@ -27,11 +30,10 @@ export const NAMES = {
 
 const INNER = 100;
 
-export type OverheadVariant = keyof typeof NAMES;
+type OverheadVariant = keyof typeof NAMES;
 
-/** What a contender's process needs to build its handler. */
-export interface OverheadJob {
-	variant: OverheadVariant;
+/** What a contender's process needs to build this group's contenders. */
+interface OverheadArgs {
 	http: { origin: string; ca: string };
 	db: DbPeer["config"];
 }
@@ -50,19 +52,16 @@ const respond = async (event: { id: number }, _context: Context) => ({
 	body: `{"id":${event.id}}`,
 });
 
-/** One invocation of the job's variant (in the contender's own process). */
-export const buildOverheadInvoke = async (job: OverheadJob): Promise<() => Promise<unknown>> => {
-	const httpOptions = { origin: job.http.origin, connections: 4, connect: { ca: job.http.ca } };
-	const needsHttp = job.variant === "both" || job.variant === "httpPoolOnly";
-	const needsDb = job.variant === "both" || job.variant === "mysqlOnly";
-	const [http, db] = await Promise.all([
-		needsHttp ? loadHttpPool() : undefined,
-		needsDb ? loadMysql() : undefined,
-	]);
-	if (needsHttp && !http?.module) throw new Error(http?.problem ?? "no http-pool");
-	if (needsDb && !db?.module) throw new Error(db?.problem ?? "no mysql");
+/** One invocation of a variant. */
+const buildInvoke = (
+	variant: OverheadVariant,
+	args: OverheadArgs,
+	http: Awaited<ReturnType<typeof loadHttpPool>>,
+	db: Awaited<ReturnType<typeof loadMysql>>,
+): (() => Promise<unknown>) => {
+	const httpOptions = { origin: args.http.origin, connections: 4, connect: { ca: args.http.ca } };
 	const noopMiddleware = () => ({ before: () => {}, after: () => {}, onError: () => {} });
-	switch (job.variant) {
+	switch (variant) {
 		case "bare":
 			return invoker(respond);
 		case "middy":
@@ -71,110 +70,49 @@ export const buildOverheadInvoke = async (job: OverheadJob): Promise<() => Promi
 			// What any two middlewares cost: middy awaits each before/after hook, even a synchronous no-op.
 			return invoker(middy(respond).use(noopMiddleware()).use(noopMiddleware()));
 		case "both": {
-			const httpPool = http?.module?.httpPool(httpOptions);
-			const mysql = db?.module?.mysqlConnection({ config: job.db });
+			const httpPool = http.module?.httpPool(httpOptions);
+			const mysql = db.module?.mysqlConnection({ config: args.db });
 			if (!httpPool || !mysql) throw new Error("the middlewares did not load");
 			return invoker(middy(respond).use(httpPool).use(mysql));
 		}
 		case "httpPoolOnly": {
-			const httpPool = http?.module?.httpPool(httpOptions);
+			const httpPool = http.module?.httpPool(httpOptions);
 			if (!httpPool) throw new Error("http-pool did not load");
 			return invoker(middy(respond).use(httpPool));
 		}
 		case "mysqlOnly": {
-			const mysql = db?.module?.mysqlConnection({ config: job.db });
+			const mysql = db.module?.mysqlConnection({ config: args.db });
 			if (!mysql) throw new Error("mysql did not load");
 			return invoker(middy(respond).use(mysql));
 		}
 	}
 };
 
-/** Messages between the runner and a contender's process. */
-export type OverheadRequest =
-	| { type: "batch"; count: number; inner: number; record: boolean }
-	| { type: "exit" };
-export type OverheadReply =
-	| { type: "ready" }
-	| { type: "batch"; samples: number[] }
-	| { type: "gcs"; gcs: GcCounts }
-	| { type: "failed"; error: string };
-
-const script = fileURLToPath(new URL("./overhead-process.ts", import.meta.url));
-
-/** A contender whose invocations run in a process of its own, one batch at a time when the runner asks. */
-const isolatedContender = async (job: OverheadJob): Promise<Contender> => {
-	const child = spawnTracked(process.execPath, [script], {
-		stdio: ["ignore", "inherit", "pipe", "ipc"],
-		// Bounded: the whole comparison takes seconds; a child that hangs is killed and reported.
-		timeoutMs: 300_000,
-		env: { ...process.env, NODE_OPTIONS: "", MIDDY_CONN_BENCH_OVERHEAD_JOB: JSON.stringify(job) },
-	});
-	let stderr = "";
-	child.stderr?.on("data", (chunk: Buffer) => {
-		stderr += chunk.toString();
-	});
-	const next = (): Promise<OverheadReply> =>
-		new Promise((resolve, reject) => {
-			const onExit = (code: number | null) =>
-				reject(new Error(`overhead contender ${job.variant} exited (${code}): ${stderr.trim().slice(-500)}`));
-			child.once("exit", onExit);
-			child.once("message", (message: OverheadReply) => {
-				child.removeListener("exit", onExit);
-				if (message.type === "failed")
-					reject(new Error(`overhead contender ${job.variant}: ${message.error}`));
-				else resolve(message);
-			});
-		});
-	await next();
-	let gcs: GcCounts | undefined;
-	let stopped: Promise<void> | undefined;
-	const stop = async () => {
-		if (child.exitCode !== null || child.signalCode !== null) return;
-		const reply = next();
-		child.send({ type: "exit" } satisfies OverheadRequest);
-		const answer = await reply.catch(() => undefined);
-		if (answer?.type === "gcs") gcs = answer.gcs;
-		await new Promise((resolve) =>
-			child.exitCode === null && child.signalCode === null ? child.once("exit", resolve) : resolve(null),
-		);
-	};
-	return {
-		name: NAMES[job.variant],
-		note: NOTES[job.variant],
-		invoke: () => Promise.reject(new Error("runs in its own process: use timeBatch")),
-		async timeBatch(count, inner, record) {
-			const reply = next();
-			child.send({ type: "batch", count, inner, record } satisfies OverheadRequest);
-			const answer = await reply;
-			return answer.type === "batch" ? answer.samples : [];
-		},
-		gcs: () => gcs,
-		// Once: the counts come with the process's exit.
-		teardown: () => {
-			stopped ??= stop();
-			return stopped;
-		},
-	};
+/** The contenders of this group, as a contender's process builds them (isolated.ts). */
+export const buildContenders = async (comparison: string, args: unknown): Promise<Contender[]> => {
+	if (comparison !== "overhead") throw new Error(`no overhead comparison ${comparison}`);
+	const [http, db] = await Promise.all([loadHttpPool(), loadMysql()]);
+	const variants: OverheadVariant[] = ["bare", "middy", "noop"];
+	if (http.module && db.module) variants.push("both");
+	if (http.module) variants.push("httpPoolOnly");
+	if (db.module) variants.push("mysqlOnly");
+	return variants.map((variant) => ({
+		name: NAMES[variant],
+		note: NOTES[variant],
+		invoke: buildInvoke(variant, args as OverheadArgs, http, db),
+	}));
 };
 
 export const runOverheadGroup = async (
 	mode: Mode,
-	peers: { http: HttpPeer; db: DbPeer; middlewaresAvailable: { http: boolean; mysql: boolean } },
+	peers: { http: HttpPeer; db: DbPeer },
 ): Promise<ComparisonResult[]> => {
-	const { http, db, middlewaresAvailable } = peers;
-	const variants: OverheadVariant[] = ["bare", "middy", "noop"];
-	if (middlewaresAvailable.http && middlewaresAvailable.mysql) variants.push("both");
-	if (middlewaresAvailable.http) variants.push("httpPoolOnly");
-	if (middlewaresAvailable.mysql) variants.push("mysqlOnly");
-	const contenders = await Promise.all(
-		variants.map((variant) =>
-			isolatedContender({ variant, http: { origin: http.origin, ca: http.ca }, db: db.config }),
-		),
-	);
-
+	const args: OverheadArgs = { http: { origin: peers.http.origin, ca: peers.http.ca }, db: peers.db.config };
 	mode.log("Overhead of untouched middlewares (each contender in its own process, taking turns)");
+	const contenders = await isolatedContenders(new URL(import.meta.url), "overhead", args);
+	let result: ComparisonResult;
 	try {
-		const result = await runComparison(
+		result = await runComparison(
 			{
 				id: "overhead",
 				title: "Overhead: middlewares an invocation does not use",
@@ -187,19 +125,8 @@ export const runOverheadGroup = async (
 			},
 			mode.log,
 		);
-		// The counts arrive with the processes' exit.
-		await Promise.all(contenders.map((contender) => contender.teardown?.()));
-		for (const contender of result.contenders) {
-			const gcs = contenders.find((c) => c.name === contender.name)?.gcs?.();
-			if (gcs && gcs.invocations > 0) {
-				contender.gcPer10k = {
-					minor: (gcs.minor / gcs.invocations) * 10_000,
-					major: (gcs.major / gcs.invocations) * 10_000,
-				};
-			}
-		}
-		return [result];
 	} finally {
-		await Promise.allSettled(contenders.map((contender) => contender.teardown?.()));
+		await teardownAll(contenders);
 	}
+	return [attachGcCounts(result, contenders)];
 };

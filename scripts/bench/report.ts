@@ -247,7 +247,7 @@ export const renderMarkdown = (results: BenchResults, chartFile: string): string
 		results.quick
 			? "> **Quick run** (`pnpm bench --quick`): a few rounds per group to check that the harness works. The figures below are **not** representative.\n"
 			: "",
-		`What reuse buys and what the middlewares cost, measured side by side in **one run** on ${date}: within each comparison the contenders run interleaved in rounds in one process, so drift hits them alike. Figures are per invocation; ratios are medians divided by the reference's median in the same comparison. The per-round ratio (IQR) is the same ratio computed round by round, 25th to 75th percentile: how stable it is.`,
+		`What reuse buys and what the middlewares cost, measured side by side in **one run** on ${date}: within each comparison every contender runs in a process of its own and the processes take turns, round by round, so that drift hits them alike and each pays for the garbage it makes (the scavenges and full GCs columns count what each process collected); cold start and memory spawn a process per sample or variant. Figures are per invocation; ratios are medians divided by the reference's median in the same comparison. The per-round ratio (IQR) is the same ratio computed round by round, 25th to 75th percentile: how stable it is.`,
 		"",
 		`- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB memory, ${machine.os}; load average ${machine.loadAverage.toFixed(2)} at the start`,
 		`- Node ${machine.node} (V8 ${machine.v8}); undici ${machine.undici}, mysql2 ${machine.mysql2}, @middy/core ${machine.middy}${results.mysqlVersion ? `; MySQL server ${results.mysqlVersion} (throwaway, loopback)` : ""}`,

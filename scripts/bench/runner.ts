@@ -10,10 +10,11 @@ export interface Contender {
 	/** One invocation. Throws on a wrong answer, so a broken contender cannot look fast. */
 	invoke(): Promise<unknown>;
 	/**
-	 * Times `count` samples of `inner` invocations somewhere else (a contender in a process of its own): the
-	 * runner then calls this instead of `invoke`. `record` is false during the warm-up.
+	 * Times `count` samples of `inner` invocations somewhere else (a contender in a process of its own, see
+	 * isolated.ts), idle `gapMs` after each: the runner then calls this instead of `invoke`. `record` is false
+	 * during the warm-up.
 	 */
-	timeBatch?(count: number, inner: number, record: boolean): Promise<number[]>;
+	timeBatch?(count: number, inner: number, gapMs: number, record: boolean): Promise<number[]>;
 	/** Garbage collections in the contender's own process during the recorded rounds (isolated contenders). */
 	gcs?(): GcCounts | undefined;
 	/** Released after the comparison (pools, connections). */
@@ -136,7 +137,7 @@ const timeBatch = async (
 	into: number[],
 ) => {
 	if (contender.timeBatch) {
-		into.push(...(await contender.timeBatch(batch, inner, true)));
+		into.push(...(await contender.timeBatch(batch, inner, gapMs, true)));
 		return;
 	}
 	for (let i = 0; i < batch; i++) {
@@ -163,7 +164,7 @@ export const runComparison = async (
 	for (let slice = 0; slice < slices; slice++) {
 		for (const contender of spec.contenders) {
 			const count = Math.ceil(spec.warmup / slices);
-			if (contender.timeBatch) await contender.timeBatch(count, inner, false);
+			if (contender.timeBatch) await contender.timeBatch(count, inner, spec.gapMs ?? 0, false);
 			else for (let i = 0; i < count * inner; i++) await contender.invoke();
 		}
 	}
@@ -189,16 +190,7 @@ export const runComparison = async (
 	const contenders = spec.contenders.map((contender): ContenderResult => {
 		const stats = summarize(samples.get(contender.name) ?? []);
 		const rounds = roundMedians.get(contender.name) ?? [];
-		const gcs = contender.gcs?.();
 		return {
-			...(gcs && gcs.invocations > 0
-				? {
-						gcPer10k: {
-							minor: (gcs.minor / gcs.invocations) * 10_000,
-							major: (gcs.major / gcs.invocations) * 10_000,
-						},
-					}
-				: {}),
 			name: contender.name,
 			note: contender.note,
 			stats,
@@ -222,6 +214,26 @@ export const runComparison = async (
 		elapsedMs,
 		contenders,
 	};
+};
+
+/**
+ * Adds each isolated contender's collection counts to the result, once its process has stopped (after
+ * `teardownAll`): per 10,000 recorded invocations.
+ */
+export const attachGcCounts = (
+	result: ComparisonResult,
+	contenders: readonly Contender[],
+): ComparisonResult => {
+	for (const contender of result.contenders) {
+		const gcs = contenders.find((candidate) => candidate.name === contender.name)?.gcs?.();
+		if (gcs && gcs.invocations > 0) {
+			contender.gcPer10k = {
+				minor: (gcs.minor / gcs.invocations) * 10_000,
+				major: (gcs.major / gcs.invocations) * 10_000,
+			};
+		}
+	}
+	return result;
 };
 
 /** A duration in the unit that reads best: ns, µs, ms or s. */
