@@ -61,8 +61,10 @@ export const httpPool = <TContextKey extends string = "http">(
 		driverKeys: connectorKeys,
 	})(options.connect);
 	const key = dispatcherKey(options);
-	// Created now, at cold start, so that every invocation finds it; re-created if someone closed it.
-	sharedDispatcher(key, options);
+	// Created now, at cold start, so that every invocation finds it; looked up again at each request (not in
+	// `before`: an invocation that sends nothing does not pay for it), and re-created if someone closed it.
+	const shared = () => sharedDispatcher(key, options);
+	shared();
 
 	const reportsStats = Boolean(options.onStats || options.logStats);
 	const invocationOptions = {
@@ -79,7 +81,7 @@ export const httpPool = <TContextKey extends string = "http">(
 	// the background tasks).
 	const httpPoolMiddlewareBefore = (request: Request) => {
 		const invocation = Invocation.of(request, invocationOptions);
-		const http = new HttpInvocation(invocation, request, sharedDispatcher(key, options), options, logger);
+		const http = new HttpInvocation(invocation, request, shared, options, logger);
 		(request as WithSlot)[slot] = invocation.register(http);
 		// Stats are reported on every path, an early response included, even when nothing was sent.
 		if (reportsStats) invocation.inUse();
@@ -102,7 +104,7 @@ export const httpPool = <TContextKey extends string = "http">(
 	};
 	Object.defineProperty(middleware, "dispatcher", {
 		enumerable: false,
-		get: () => sharedDispatcher(key, options),
+		get: shared,
 	});
 	return middleware as unknown as HttpPoolMiddleware<TContextKey>;
 };

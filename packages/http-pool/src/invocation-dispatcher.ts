@@ -26,13 +26,14 @@ const asCurrentHandler = (handler: DispatchHandler): { handler: DispatchHandler;
  * `close()` waits for this invocation's requests, `destroy()` aborts them.
  */
 export class InvocationDispatcher extends Dispatcher {
-	readonly #shared: Dispatcher;
+	/** The shared dispatcher, looked up at each dispatch (re-created if someone closed it meanwhile). */
+	readonly #shared: () => Dispatcher;
 	readonly #origin: string | undefined;
 	readonly #tracker: RequestTracker;
 	readonly #statsNow: () => HttpPoolStats;
 
 	constructor(
-		shared: Dispatcher,
+		shared: () => Dispatcher,
 		origin: string | undefined,
 		tracker: RequestTracker,
 		statsNow: () => HttpPoolStats,
@@ -58,7 +59,7 @@ export class InvocationDispatcher extends Dispatcher {
 			if (legacy) (forwarded as { allowH2?: boolean }).allowH2 = false;
 			tracked = this.#tracker.track(current, forwarded);
 			forwarded[kAttribution] = tracked;
-			return this.#shared.dispatch(forwarded, tracked);
+			return this.#shared().dispatch(forwarded, tracked);
 		} catch (error) {
 			if (tracked) {
 				tracked.onResponseError(null, error as Error);

@@ -50,7 +50,7 @@ export class HttpInvocation implements InvocationResource {
 	constructor(
 		invocation: Invocation,
 		request: Request,
-		shared: Dispatcher,
+		shared: () => Dispatcher,
 		options: ResolvedOptions,
 		logger: Logger,
 	) {
