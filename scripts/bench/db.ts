@@ -4,19 +4,12 @@
 import middy from "@middy/core";
 import mysql from "mysql2/promise";
 import serverlessMysql from "serverless-mysql";
-import { isolatedContenders } from "./isolated.ts";
+import { runIsolatedComparison } from "./isolated.ts";
 import { benchEvent, invoker } from "./lambda.ts";
 import { loadMysql, type MysqlModule } from "./middlewares.ts";
 import type { DbPeer } from "./peers.ts";
-import {
-	attachGcCounts,
-	type ComparisonResult,
-	type ComparisonSpec,
-	type Contender,
-	runComparison,
-	teardownAll,
-} from "./runner.ts";
-import { type Mode, type Pace, pace } from "./settings.ts";
+import type { ComparisonResult, Contender } from "./runner.ts";
+import type { Mode } from "./settings.ts";
 
 const SQL = "SELECT id, customer, total FROM orders WHERE id = ?";
 const POOL_SIZE = 4;
@@ -43,27 +36,22 @@ type Config = DbPeer["config"];
 const connectContenders = (config: Config, module: MysqlModule | undefined): Contender[] => {
 	const contenders: Contender[] = [];
 	if (module) {
-		const handler = middy()
-			.use(module.mysqlConnection({ config, mode: "scoped" }))
-			.handler(async (_event: unknown, context) => {
-				const [rows] = await context.db.query(SQL, [benchEvent.id]);
-				return checkRows(rows, NAMES.scoped);
-			});
+		const scoped = (name: string, options: { cancelOnTimeout?: boolean }) =>
+			middy()
+				.use(module.mysqlConnection({ config, mode: "scoped", ...options }))
+				.handler(async (_event: unknown, context) => {
+					const [rows] = await context.db.query(SQL, [benchEvent.id]);
+					return checkRows(rows, name);
+				});
 		contenders.push({
 			name: NAMES.scoped,
 			note: "`context.db.query()`: a connection opened on first use and closed before the invocation returns",
-			invoke: invoker(handler),
+			invoke: invoker(scoped(NAMES.scoped, {})),
 		});
-		const noCancel = middy()
-			.use(module.mysqlConnection({ config, mode: "scoped", cancelOnTimeout: false }))
-			.handler(async (_event: unknown, context) => {
-				const [rows] = await context.db.query(SQL, [benchEvent.id]);
-				return checkRows(rows, NAMES.scopedNoCancel);
-			});
 		contenders.push({
 			name: NAMES.scopedNoCancel,
 			note: "the same without learning the session's id (`SELECT CONNECTION_ID()`, one round trip per connect), which a KILL at a timeout needs (not a goal; explains one)",
-			invoke: invoker(noCancel),
+			invoke: invoker(scoped(NAMES.scopedNoCancel, { cancelOnTimeout: false })),
 		});
 	}
 	const rawHandler = middy(async () => {
@@ -194,29 +182,15 @@ export const buildContenders = async (comparison: string, args: unknown): Promis
 	throw new Error(`no DB comparison ${comparison}`);
 };
 
-const run = async (
-	mode: Mode,
-	db: DbPeer,
-	spec: Omit<ComparisonSpec, "contenders" | keyof Pace>,
-	full: { budgetMs: number; batch: number },
-): Promise<ComparisonResult> => {
-	const contenders = await isolatedContenders(new URL(import.meta.url), spec.id, { config: db.config });
-	let result: ComparisonResult;
-	try {
-		result = await runComparison({ ...spec, contenders, ...pace(mode, full) }, mode.log);
-	} finally {
-		await teardownAll(contenders);
-	}
-	return attachGcCounts(result, contenders);
-};
-
 export const runDbGroup = async (mode: Mode, db: DbPeer): Promise<ComparisonResult[]> => {
 	const results: ComparisonResult[] = [];
+	const args = { config: db.config };
+	const here = new URL(import.meta.url);
 	mode.log("DB, a connection per invocation");
 	results.push(
-		await run(
+		await runIsolatedComparison(
+			here,
 			mode,
-			db,
 			{
 				id: "db-connect",
 				title: "DB, a new connection per invocation",
@@ -226,13 +200,14 @@ export const runDbGroup = async (mode: Mode, db: DbPeer): Promise<ComparisonResu
 				gapMs: 2,
 			},
 			{ budgetMs: 18_000, batch: 10 },
+			args,
 		),
 	);
 	mode.log("DB, a warm connection per invocation");
 	results.push(
-		await run(
+		await runIsolatedComparison(
+			here,
 			mode,
-			db,
 			{
 				id: "db-warm",
 				title: "DB, a warm connection per invocation",
@@ -242,6 +217,7 @@ export const runDbGroup = async (mode: Mode, db: DbPeer): Promise<ComparisonResu
 				gapMs: 2,
 			},
 			{ budgetMs: 15_000, batch: 20 },
+			args,
 		),
 	);
 	return results;

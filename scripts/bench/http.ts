@@ -4,19 +4,12 @@ import https from "node:https";
 import tls from "node:tls";
 import middy from "@middy/core";
 import { Client, Pool } from "undici";
-import { isolatedContenders } from "./isolated.ts";
+import { runIsolatedComparison } from "./isolated.ts";
 import { invoker } from "./lambda.ts";
 import { type HttpPoolModule, loadHttpPool } from "./middlewares.ts";
 import type { HttpPeer } from "./peers.ts";
-import {
-	attachGcCounts,
-	type ComparisonResult,
-	type ComparisonSpec,
-	type Contender,
-	runComparison,
-	teardownAll,
-} from "./runner.ts";
-import { type Mode, type Pace, pace } from "./settings.ts";
+import type { ComparisonResult, Contender } from "./runner.ts";
+import type { Mode } from "./settings.ts";
 
 /** Connections per origin for every pooled contender (a warm sequential invocation uses one). */
 const CONNECTIONS = 4;
@@ -237,23 +230,6 @@ export const buildContenders = async (comparison: string, args: unknown): Promis
 	throw new Error(`no HTTP comparison ${comparison}`);
 };
 
-const run = async (
-	mode: Mode,
-	peer: HttpPeer,
-	spec: Omit<ComparisonSpec, "contenders" | keyof Pace>,
-	full: { budgetMs: number; batch: number },
-): Promise<ComparisonResult> => {
-	const args: HttpArgs = { origin: peer.origin, ca: peer.ca };
-	const contenders = await isolatedContenders(new URL(import.meta.url), spec.id, args);
-	let result: ComparisonResult;
-	try {
-		result = await runComparison({ ...spec, contenders, ...pace(mode, full) }, mode.log);
-	} finally {
-		await teardownAll(contenders);
-	}
-	return attachGcCounts(result, contenders);
-};
-
 export const runHttpGroup = async (
 	mode: Mode,
 	peer: HttpPeer,
@@ -261,6 +237,8 @@ export const runHttpGroup = async (
 ): Promise<ComparisonResult[]> => {
 	const results: ComparisonResult[] = [];
 	const reference = httpPool ? NAMES.httpPool : NAMES.barePool;
+	const args: HttpArgs = { origin: peer.origin, ca: peer.ca };
+	const here = new URL(import.meta.url);
 
 	for (const [workload, budgetMs] of [
 		[SMALL, 20_000],
@@ -268,9 +246,9 @@ export const runHttpGroup = async (
 	] as const) {
 		mode.log(`${workload.title}`);
 		results.push(
-			await run(
+			await runIsolatedComparison(
+				here,
 				mode,
-				peer,
 				{
 					id: workload.id,
 					title: workload.title,
@@ -279,15 +257,16 @@ export const runHttpGroup = async (
 					reference,
 				},
 				{ budgetMs, batch: 20 },
+				args,
 			),
 		);
 	}
 
 	mode.log("HTTP, background work (10 POSTs per invocation)");
 	results.push(
-		await run(
+		await runIsolatedComparison(
+			here,
 			mode,
-			peer,
 			{
 				id: "http-background",
 				title: "HTTP, background work: 10 POSTs per invocation, time until the invocation returns",
@@ -296,6 +275,7 @@ export const runHttpGroup = async (
 				reference: NAMES.backgroundAwaited,
 			},
 			{ budgetMs: 10_000, batch: 10 },
+			args,
 		),
 	);
 	return results;

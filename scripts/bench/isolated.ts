@@ -7,7 +7,16 @@
 // also counts the collections it ran while recording, for the report.
 import { fileURLToPath } from "node:url";
 import { spawnTracked } from "../cleanup.ts";
-import type { Contender, GcCounts } from "./runner.ts";
+import {
+	attachGcCounts,
+	type ComparisonResult,
+	type ComparisonSpec,
+	type Contender,
+	type GcCounts,
+	runComparison,
+	teardownAll,
+} from "./runner.ts";
+import { type Mode, type Pace, pace } from "./settings.ts";
 
 /** What a contender's process builds: `buildContenders(comparison, args)` of `module`, and keeps `index`. */
 export interface IsolatedJob {
@@ -122,4 +131,25 @@ export const isolatedContenders = async (
 		throw failed.reason;
 	}
 	return contenders;
+};
+
+/**
+ * Runs one comparison with its contenders in processes of their own (`module`'s `buildContenders(spec.id, args)`),
+ * stops them, and adds their collection counts to the result.
+ */
+export const runIsolatedComparison = async (
+	module: URL,
+	mode: Mode,
+	spec: Omit<ComparisonSpec, "contenders" | keyof Pace>,
+	full: { budgetMs: number; batch: number; warmup?: number },
+	args: unknown,
+): Promise<ComparisonResult> => {
+	const contenders = await isolatedContenders(module, spec.id, args);
+	let result: ComparisonResult;
+	try {
+		result = await runComparison({ ...spec, contenders, ...pace(mode, full) }, mode.log);
+	} finally {
+		await teardownAll(contenders);
+	}
+	return attachGcCounts(result, contenders);
 };

@@ -6,18 +6,12 @@
 // different amounts of garbage, and each process counts the collections it ran.
 import middy from "@middy/core";
 import type { Context } from "aws-lambda";
-import { isolatedContenders } from "./isolated.ts";
+import { runIsolatedComparison } from "./isolated.ts";
 import { invoker } from "./lambda.ts";
 import { loadHttpPool, loadMysql } from "./middlewares.ts";
 import type { DbPeer, HttpPeer } from "./peers.ts";
-import {
-	attachGcCounts,
-	type ComparisonResult,
-	type Contender,
-	runComparison,
-	teardownAll,
-} from "./runner.ts";
-import { type Mode, pace } from "./settings.ts";
+import type { ComparisonResult, Contender } from "./runner.ts";
+import type { Mode } from "./settings.ts";
 
 export const NAMES = {
 	bare: "bare handler",
@@ -109,24 +103,20 @@ export const runOverheadGroup = async (
 ): Promise<ComparisonResult[]> => {
 	const args: OverheadArgs = { http: { origin: peers.http.origin, ca: peers.http.ca }, db: peers.db.config };
 	mode.log("Overhead of untouched middlewares (each contender in its own process, taking turns)");
-	const contenders = await isolatedContenders(new URL(import.meta.url), "overhead", args);
-	let result: ComparisonResult;
-	try {
-		result = await runComparison(
+	return [
+		await runIsolatedComparison(
+			new URL(import.meta.url),
+			mode,
 			{
 				id: "overhead",
 				title: "Overhead: middlewares an invocation does not use",
 				description:
 					"A handler that returns a constant. Each contender runs in a process of its own, and the processes take turns, round by round, so that each pays for the garbage it makes (in one shared process, collections land on whichever contender runs next); each process counts the collections it ran (a PerformanceObserver of `gc` entries) during the recorded rounds. Each sample is the mean of 100 consecutive invocations. The reference is middy alone.",
 				reference: NAMES.middy,
-				contenders,
 				inner: INNER,
-				...pace(mode, { budgetMs: 10_000, batch: 10, warmup: 50 }),
 			},
-			mode.log,
-		);
-	} finally {
-		await teardownAll(contenders);
-	}
-	return [attachGcCounts(result, contenders)];
+			{ budgetMs: 10_000, batch: 10, warmup: 50 },
+			args,
+		),
+	];
 };

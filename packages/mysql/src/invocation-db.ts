@@ -56,62 +56,6 @@ export interface InvocationDb {
 	connection(): Promise<Connection>;
 }
 
-type DbOperations = Pick<
-	InvocationConnection,
-	"query" | "execute" | "beginTransaction" | "endTransaction" | "connection"
->;
-
-/**
- * `context.db`. Its methods are bound to the invocation, so that `const { query } = context.db` works as well as
- * `context.db.query(...)`; each is made on first access, so that an invocation that never uses the database
- * makes none of them.
- */
-class InvocationDbFacade implements InvocationDb {
-	readonly #operations: DbOperations;
-	#query: InvocationDb["query"] | undefined;
-	#execute: InvocationDb["execute"] | undefined;
-	#beginTransaction: InvocationDb["beginTransaction"] | undefined;
-	#commit: InvocationDb["commit"] | undefined;
-	#rollback: InvocationDb["rollback"] | undefined;
-	#connection: InvocationDb["connection"] | undefined;
-
-	constructor(operations: DbOperations) {
-		this.#operations = operations;
-	}
-
-	get query(): InvocationDb["query"] {
-		this.#query ??= ((sql: unknown, values?: unknown) =>
-			this.#operations.query(sql, values)) as InvocationDb["query"];
-		return this.#query;
-	}
-
-	get execute(): InvocationDb["execute"] {
-		this.#execute ??= ((sql: unknown, values?: unknown) =>
-			this.#operations.execute(sql, values)) as InvocationDb["execute"];
-		return this.#execute;
-	}
-
-	get beginTransaction(): InvocationDb["beginTransaction"] {
-		this.#beginTransaction ??= () => this.#operations.beginTransaction();
-		return this.#beginTransaction;
-	}
-
-	get commit(): InvocationDb["commit"] {
-		this.#commit ??= () => this.#operations.endTransaction("committed");
-		return this.#commit;
-	}
-
-	get rollback(): InvocationDb["rollback"] {
-		this.#rollback ??= () => this.#operations.endTransaction("rolled-back");
-		return this.#rollback;
-	}
-
-	get connection(): InvocationDb["connection"] {
-		this.#connection ??= () => this.#operations.connection();
-		return this.#connection;
-	}
-}
-
 export class InvocationConnection implements InvocationResource {
 	readonly name = pkg;
 	readonly #shared: Shared;
@@ -148,29 +92,30 @@ export class InvocationConnection implements InvocationResource {
 		this.#invocation = invocation;
 		this.#request = request;
 		this.#stats = newStats(shared.settings.mode);
-		this.db = new InvocationDbFacade(this);
+		this.db = {
+			query: this.#query as InvocationDb["query"],
+			execute: this.#execute as InvocationDb["execute"],
+			beginTransaction: this.#beginTransaction,
+			commit: () => this.#endTransaction("committed"),
+			rollback: () => this.#endTransaction("rolled-back"),
+			connection: () => this.#ready(true),
+		};
 	}
 
-	// --- Use (through `context.db`, InvocationDbFacade) ---
+	// --- Use ---
+	// Bound (arrow functions), so that `const { query } = context.db` works as well as `context.db.query(...)`.
 
-	query(sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> {
-		return this.#statement(sql, (connection) => connection.query(sql as string, values as never));
-	}
+	readonly #query = (sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> =>
+		this.#statement(sql, (connection) => connection.query(sql as string, values as never));
 
-	execute(sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> {
-		return this.#statement(sql, (connection) => connection.execute(sql as string, values as never));
-	}
+	readonly #execute = (sql: unknown, values?: unknown): Promise<[QueryResult, FieldPacket[]]> =>
+		this.#statement(sql, (connection) => connection.execute(sql as string, values as never));
 
-	async beginTransaction(): Promise<void> {
+	readonly #beginTransaction = async (): Promise<void> => {
 		if (this.#shared.settings.transaction) throw managedTransactionError();
 		await this.#tracked(this.#ready(false).then((connection) => connection.beginTransaction()));
 		this.#tx = "open";
-	}
-
-	/** The raw connection, connected, inside the managed transaction if there is one. */
-	connection(): Promise<Connection> {
-		return this.#ready(true);
-	}
+	};
 
 	#statement<T>(sql: unknown, run: (connection: Connection) => Promise<T>): Promise<T> {
 		this.#stats.queries += 1;
@@ -259,7 +204,7 @@ export class InvocationConnection implements InvocationResource {
 		})();
 	}
 
-	async endTransaction(outcome: "committed" | "rolled-back"): Promise<void> {
+	async #endTransaction(outcome: "committed" | "rolled-back"): Promise<void> {
 		// Nothing connected and nothing begun: there is nothing to end, and no reason to connect.
 		if (!this.#lease && this.#tx === "none") {
 			if (this.#state !== "open") throw closedError(this.#shared.settings.contextKey);

@@ -4,7 +4,12 @@ import middy from "@middy/core";
 import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
 import { describe, expect, it } from "vitest";
-import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
+import {
+	closeMysqlPools,
+	type InvocationDb,
+	type MysqlConnectionStats,
+	mysqlConnection,
+} from "../src/index.ts";
 import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_context");
@@ -35,6 +40,35 @@ describe("the handler's context", () => {
 				return [a?.v, b?.v];
 			});
 		expect(await invoke(handler)).toEqual([1, 2]);
+	});
+
+	it("is a plain object of its methods, so a middleware can wrap it by spreading it ({ ...context.db, query })", async () => {
+		const seen: string[] = [];
+		const handler = middy()
+			.use(mysqlConnection({ config: configOf(db), transaction: true }))
+			.use({
+				before: (request) => {
+					const context = request.context as unknown as { db: InvocationDb };
+					const inner = context.db;
+					context.db = {
+						...inner,
+						query: ((sql: string, values?: unknown) => {
+							seen.push(sql);
+							return inner.query(`/* wrapped */ ${sql}`, values as never);
+						}) as InvocationDb["query"],
+					};
+				},
+			})
+			.handler(async (_event, context) => {
+				const { db } = context as unknown as { db: InvocationDb };
+				const [[row]] = await db.query<RowDataPacket[]>("SELECT ? AS v", [1]);
+				const raw = await db.connection();
+				const [[tx]] = await raw.query<RowDataPacket[]>("SELECT @@in_transaction AS t");
+				const [[executed]] = await db.execute<RowDataPacket[]>("SELECT ? AS w", [2]);
+				return { v: row?.v, w: executed?.w, inTransaction: tx?.t };
+			});
+		expect(await invoke(handler)).toEqual({ v: 1, w: 2, inTransaction: 1 });
+		expect(seen).toEqual(["SELECT ? AS v"]);
 	});
 
 	it("hands out the raw mysql2 connection of the invocation, inside its transaction", async () => {
