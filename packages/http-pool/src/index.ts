@@ -61,8 +61,9 @@ export const httpPool = <TContextKey extends string = "http">(
 		driverKeys: connectorKeys,
 	})(options.connect);
 	const key = dispatcherKey(options);
-	// Created now, at cold start, so that every invocation finds it; looked up again at each request (not in
-	// `before`: an invocation that sends nothing does not pay for it), and re-created if someone closed it.
+	// Created now, at cold start, so that every invocation finds it; looked up by each invocation at its first
+	// request (not in `before`: an invocation that sends nothing does not pay for it), and re-created there if
+	// someone closed it.
 	const shared = () => sharedDispatcher(key, options);
 	shared();
 

@@ -26,8 +26,9 @@ const asCurrentHandler = (handler: DispatchHandler): { handler: DispatchHandler;
  * `close()` waits for this invocation's requests, `destroy()` aborts them.
  */
 export class InvocationDispatcher extends Dispatcher {
-	/** The shared dispatcher, looked up at each dispatch (re-created if someone closed it meanwhile). */
+	/** The shared dispatcher, looked up at the invocation's first request (not in `before`: untouched is cheap). */
 	readonly #shared: () => Dispatcher;
+	#dispatcher: Dispatcher | undefined;
 	readonly #origin: string | undefined;
 	readonly #tracker: RequestTracker;
 	readonly #statsNow: () => HttpPoolStats;
@@ -59,7 +60,10 @@ export class InvocationDispatcher extends Dispatcher {
 			if (legacy) (forwarded as { allowH2?: boolean }).allowH2 = false;
 			tracked = this.#tracker.track(current, forwarded);
 			forwarded[kAttribution] = tracked;
-			return this.#shared().dispatch(forwarded, tracked);
+			// Once per invocation: a pool closed mid-invocation (closeHttpPools() in a SIGTERM handler) fails this
+			// invocation's later requests rather than being replaced by a new pool that nobody would close.
+			this.#dispatcher ??= this.#shared();
+			return this.#dispatcher.dispatch(forwarded, tracked);
 		} catch (error) {
 			if (tracked) {
 				tracked.onResponseError(null, error as Error);

@@ -5,7 +5,7 @@
 // is discarded before any statement is sent, so that no statement is ever replayed.
 import { performance } from "node:perf_hooks";
 import type { Request } from "@middy/core";
-import { type Logger, MiddyConnError, settleWithin } from "@middy-conn/lifecycle";
+import { type Logger, MiddyConnError, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
 import { learnConnectionId } from "./cancel.ts";
@@ -13,7 +13,7 @@ import { type RetryScope, withConnectRetry } from "./connect-retry.ts";
 import { closedError, connectError } from "./errors.ts";
 import { type Core, coreOf, destroyHard, isDead } from "./mysql2-adapter.ts";
 import type { ResolvedConfig, Settings } from "./options.ts";
-import { mayConnect, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
+import { mayConnect, type PendingReset, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
 import { noteServerFull } from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
@@ -135,16 +135,18 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		if (reset) {
 			pool.resets.delete(core);
 			// Usually answered long ago (while Lambda had the process frozen): then there is nothing to wait for.
-			const clean =
-				reset.clean ??
-				(
-					await settleWithin(
-						reset.answered.then((ok) => {
-							if (!ok) throw new Error("reset failed");
-						}),
-						shared.settings.closeTimeout,
-					)
-				).ok;
+			// Otherwise at most `closeTimeout`, within the invocation's remaining time.
+			const waitMs = Math.min(
+				shared.settings.closeTimeout,
+				remainingTimeInMillis(request.context, 0, shared.settings.closeTimeout),
+			);
+			const clean = await resetAnswer(reset, signal, waitMs);
+			if (clean === "aborted") {
+				// The invocation ended while waiting: the connection goes back with its reset still on its way.
+				pool.resets.set(core, reset);
+				(connection as unknown as { release(): void }).release();
+				throw closedError(shared.settings.contextKey);
+			}
 			if (!clean) {
 				destroyHard(core, "its reset failed");
 				continue;
@@ -186,6 +188,34 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		stats.connected = fresh;
 		stats.acquired = true;
 		return { connection, core, resolved: pool.resolved, pooled: true, sessionId, pool };
+	}
+};
+
+/**
+ * The answer to a connection's pending reset: true (clean), false (failed, or no answer within `ms`), or "aborted"
+ * (the invocation ended while waiting).
+ */
+const resetAnswer = async (
+	reset: PendingReset,
+	signal: AbortSignal,
+	ms: number,
+): Promise<boolean | "aborted"> => {
+	if (reset.clean !== undefined) return reset.clean;
+	let onAbort: (() => void) | undefined;
+	const aborted = new Promise<"aborted">((resolve) => {
+		onAbort = () => resolve("aborted");
+		signal.addEventListener("abort", onAbort, { once: true });
+	});
+	try {
+		const answered = settleWithin(
+			reset.answered.then((ok) => {
+				if (!ok) throw new Error("reset failed");
+			}),
+			ms,
+		).then((settled) => settled.ok);
+		return await Promise.race([answered, aborted]);
+	} finally {
+		if (onAbort) signal.removeEventListener("abort", onAbort);
 	}
 };
 

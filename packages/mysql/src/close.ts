@@ -114,6 +114,23 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 	}
 	const pool = lease.pool;
 	if (!pool) return quit(closing, budget);
+	// With the compressed protocol, mysql2 before 3.24 deflates every packet on libuv's thread pool: the reset would
+	// reach the socket only later, perhaps after Lambda froze the process, and the session's locks would be held for
+	// the whole freeze. Then the reset is awaited here, as the invocation's own work.
+	if (lease.resolved.driver.compress === true) {
+		const reset = await settleWithin(sendReset(lease.core), budget);
+		if (!reset.ok) {
+			const code = reset.timedOut ? "TIMEOUT" : (reset.error as { code?: string } | undefined)?.code;
+			logger.warn("@middy-conn/mysql: could not reset the connection; destroyed it instead", { code });
+			closing.giveUp("reset failed");
+			return;
+		}
+		closing.detach();
+		pool.releasedAt.set(lease.core, Date.now());
+		(lease.connection as unknown as { release(): void }).release();
+		stats.closed = "released";
+		return;
+	}
 	// COM_RESET_CONNECTION is sent now, and the connection goes back to the pool at once: its answer is awaited by
 	// the next acquire of this connection, not by this invocation. The reset is on the wire before the invocation
 	// returns (the socket write is immediate), so the server rolls back, frees locks and drops temporary tables

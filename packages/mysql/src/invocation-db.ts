@@ -98,7 +98,8 @@ export class InvocationConnection implements InvocationResource {
 			beginTransaction: this.#beginTransaction,
 			commit: () => this.#endTransaction("committed"),
 			rollback: () => this.#endTransaction("rolled-back"),
-			connection: () => this.#ready(true),
+			// Tracked: a caller waiting for the connection is work in flight (see busy()).
+			connection: () => this.#tracked(this.#ready(true)),
 		};
 	}
 

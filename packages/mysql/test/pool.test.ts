@@ -82,49 +82,55 @@ describe("mode pool", () => {
 		expect(await admin.connectionsOf(db.user)).toBe(1);
 	});
 
-	it("resets the session: no user variable, temp table, named lock, session setting or transaction crosses invocations", async () => {
-		const handler = middy<{ step: "dirty" | "look" }>()
-			.use(mysqlConnection({ config: { ...configOf(db), connectionLimit: 1 }, mode: "pool" }))
-			.handler(async (event, context) => {
-				if (event.step === "dirty") {
-					await context.db.query("SET @leak = 42");
-					await context.db.query("CREATE TEMPORARY TABLE leak (a INT)");
-					await context.db.query("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'");
-					await context.db.query("SET SESSION time_zone = '+05:00'");
-					await context.db.execute("SELECT ? AS prepared", [1]);
-					await context.db.query("SELECT GET_LOCK('middy_conn_leak', 0)");
-					await context.db.query("START TRANSACTION");
-				}
-				const [rows] = await context.db.query<RowDataPacket[]>(
-					`SELECT CONNECTION_ID() AS id, @leak AS leak, @@session.sql_mode AS sqlMode,
+	it.each([
+		{ protocol: "plain", compress: false },
+		{ protocol: "compressed (reset awaited before release)", compress: true },
+	])(
+		"resets the session: no user variable, temp table, named lock, session setting or transaction crosses invocations ($protocol protocol)",
+		async ({ compress }) => {
+			const handler = middy<{ step: "dirty" | "look" }>()
+				.use(mysqlConnection({ config: { ...configOf(db), connectionLimit: 1, compress }, mode: "pool" }))
+				.handler(async (event, context) => {
+					if (event.step === "dirty") {
+						await context.db.query("SET @leak = 42");
+						await context.db.query("CREATE TEMPORARY TABLE leak (a INT)");
+						await context.db.query("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'");
+						await context.db.query("SET SESSION time_zone = '+05:00'");
+						await context.db.execute("SELECT ? AS prepared", [1]);
+						await context.db.query("SELECT GET_LOCK('middy_conn_leak', 0)");
+						await context.db.query("START TRANSACTION");
+					}
+					const [rows] = await context.db.query<RowDataPacket[]>(
+						`SELECT CONNECTION_ID() AS id, @leak AS leak, @@session.sql_mode AS sqlMode,
 					 @@session.time_zone AS timeZone, @@in_transaction AS inTransaction,
 					 IS_USED_LOCK('middy_conn_leak') AS lockHolder`,
-				);
-				const tempTable = await context.db.query("SELECT COUNT(*) FROM leak").then(
-					() => true,
-					() => false,
-				);
-				// a statement prepared by execute() in the dirty invocation is gone on the server: the client must
-				// not reuse its handle either
-				const [prepared] = await context.db.execute<RowDataPacket[]>("SELECT ? AS prepared", [2]);
-				return { ...rows[0], tempTable, prepared: prepared[0]?.prepared };
+					);
+					const tempTable = await context.db.query("SELECT COUNT(*) FROM leak").then(
+						() => true,
+						() => false,
+					);
+					// a statement prepared by execute() in the dirty invocation is gone on the server: the client must
+					// not reuse its handle either
+					const [prepared] = await context.db.execute<RowDataPacket[]>("SELECT ? AS prepared", [2]);
+					return { ...rows[0], tempTable, prepared: prepared[0]?.prepared };
+				});
+			const dirty = await invoke<RowDataPacket>(handler, { step: "dirty" });
+			expect(dirty).toMatchObject({ leak: 42, timeZone: "+05:00", inTransaction: 1, tempTable: true });
+			expect(dirty.lockHolder).toBe(dirty.id);
+			const clean = await invoke<RowDataPacket>(handler, { step: "look" });
+			// the very same server connection, with nothing left of the previous invocation's session
+			expect(clean.id).toBe(dirty.id);
+			expect(clean).toMatchObject({
+				leak: null,
+				timeZone: "SYSTEM",
+				inTransaction: 0,
+				tempTable: false,
+				prepared: 2,
+				lockHolder: null,
 			});
-		const dirty = await invoke<RowDataPacket>(handler, { step: "dirty" });
-		expect(dirty).toMatchObject({ leak: 42, timeZone: "+05:00", inTransaction: 1, tempTable: true });
-		expect(dirty.lockHolder).toBe(dirty.id);
-		const clean = await invoke<RowDataPacket>(handler, { step: "look" });
-		// the very same server connection, with nothing left of the previous invocation's session
-		expect(clean.id).toBe(dirty.id);
-		expect(clean).toMatchObject({
-			leak: null,
-			timeZone: "SYSTEM",
-			inTransaction: 0,
-			tempTable: false,
-			prepared: 2,
-			lockHolder: null,
-		});
-		expect(clean.sqlMode).not.toBe("ALLOW_INVALID_DATES");
-	});
+			expect(clean.sqlMode).not.toBe("ALLOW_INVALID_DATES");
+		},
+	);
 
 	it("never hands out a connection whose reset went unanswered: it is destroyed, and the invocation gets a new one", async () => {
 		// The reset is sent when an invocation gives its connection back, and awaited by the next acquire. Here the
@@ -163,6 +169,42 @@ describe("mode pool", () => {
 			expect(second.leak).toBeNull();
 			expect(stats[1]).toMatchObject({ connected: true, closed: "released" });
 			expect(lines.filter((line) => line.level === "error")).toEqual([]);
+		} finally {
+			await path.close();
+		}
+	});
+
+	it("Middy's timeout ends an acquire that waits for the previous invocation's reset answer, and no later invocation gets the connection unanswered", async () => {
+		const path = await startFreezableProxy(db);
+		try {
+			const stats: MysqlConnectionStats[] = [];
+			const middleware = mysqlConnection({
+				config: { ...configOf(db), host: path.host, port: path.port, connectionLimit: 1 },
+				mode: "pool",
+				closeTimeout: 5000,
+				serverPressure: false,
+				logger: recordingLogger().logger,
+				onStats: (s) => stats.push(s),
+			});
+			const handler = middy<{ dirty: boolean }>({ timeoutEarlyInMillis: 250 })
+				.use(middleware)
+				.handler(async (event, context) => {
+					if (event.dirty) await context.db.query("SET @leak = 1");
+					const [rows] = await context.db.query<RowDataPacket[]>(
+						"SELECT CONNECTION_ID() AS id, @leak AS leak",
+					);
+					if (event.dirty) path.freeze();
+					return rows[0];
+				});
+			const first = await invoke<RowDataPacket>(handler, { dirty: true });
+			// its acquire waits for the reset's answer, which never comes: Middy's timeout ends the wait
+			const second = await outcome(invoke(handler, { dirty: false }, { timeoutMs: 700 }));
+			expect(second.error).toMatchObject({ name: "TimeoutError" });
+			expect(stats[1]).toMatchObject({ acquired: false });
+			// the third waits (at most closeTimeout) for the same answer, gives the connection up, and opens another
+			const third = await invoke<RowDataPacket>(handler, { dirty: false });
+			expect(third.id).not.toBe(first.id);
+			expect(third.leak).toBeNull();
 		} finally {
 			await path.close();
 		}

@@ -457,6 +457,7 @@ export const checkMarkerLanded = async (
 	run: StepRun,
 	fn: FunctionName,
 	database: string,
+	outcome: InvocationOutcome,
 ) => {
 	context.marks.checked++;
 	const rows = await context
@@ -475,7 +476,9 @@ export const checkMarkerLanded = async (
 			fn,
 			`the background marker row ${run.token} landed ${landed} times`,
 		);
-	} else if (await reportedInLogWithin(context.logs, run.requestId, 1000)) {
+	} else if (failedVisibly(outcome) || (await reportedInLogWithin(context.logs, run.requestId, 1000))) {
+		// Reported: the task's failure in the log, or the invocation's own failure (with `transaction: true` the marker
+		// is committed with the invocation's transaction, and a COMMIT lost in a DB restart fails the invocation).
 		context.marks.reported++;
 		context.ledger.task(run.row, "reported failed");
 		if (!run.afterRestart) {
@@ -491,9 +494,16 @@ export const checkMarkerLanded = async (
 			"lost",
 			run.row,
 			fn,
-			`the marker row ${run.token}, written with context.waitUntil before an early response, is not in the database and no failure was reported (the function logged for it: ${JSON.stringify(context.logs.messages(run.requestId)).slice(0, 300)})`,
+			`the marker row ${run.token}, written with context.waitUntil before an early response, is not in the database and no failure was reported (the invocation ${JSON.stringify(outcome.ok ? { result: outcome.result } : { error: outcome.error }).slice(0, 200)}; the function logged for it: ${JSON.stringify(context.logs.messages(run.requestId)).slice(0, 300)})`,
 		);
 	}
+};
+
+/** The invocation failed where its caller sees it: an error, or an HTTP answer of 500 or more. */
+const failedVisibly = (outcome: InvocationOutcome): boolean => {
+	if (!outcome.ok) return true;
+	const status = (outcome.result as { statusCode?: unknown } | undefined)?.statusCode;
+	return typeof status === "number" && status >= 500;
 };
 
 /** early-background: which task the `before` hands to waitUntil. */

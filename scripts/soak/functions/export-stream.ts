@@ -172,7 +172,7 @@ export const exportStream = (context: SoakContext): Driver => {
 					const streamed = streamedOf(outcome);
 					const records = await recordsOf(exportId);
 					if (fault === "early-background") {
-						await checkMarkerLanded(context, run, "export-stream", database);
+						await checkMarkerLanded(context, run, "export-stream", database, outcome);
 					} else if (streamed && fault !== "after-throws") {
 						tally.bytes += streamed.bytes;
 						if (variant === "slow-client") tally.slowClients++;

@@ -280,7 +280,7 @@ export const ledgerBatch = (
 						else if (found === 0 && record.expect !== "all") tally.rolledBack++;
 						reckon(record, found, "after its invocation returned", false);
 					}
-					if (fault === "early-background") await checkMarkerLanded(context, run, fn, database);
+					if (fault === "early-background") await checkMarkerLanded(context, run, fn, database, outcome);
 					if (!lmi) {
 						baseline.checked++;
 						if (await checkScopedBaseline(context, run, fn, user)) baseline.held++;

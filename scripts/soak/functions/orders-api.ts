@@ -225,7 +225,8 @@ export const ordersApi = (context: SoakContext): Driver => {
 							}
 						}
 					}
-					if (fault === "early-background") await checkMarkerLanded(context, run, "orders-api", database);
+					if (fault === "early-background")
+						await checkMarkerLanded(context, run, "orders-api", database, outcome);
 					// The POST exists once the `before` got that far (a DB restart can fail it before): the early answer
 					// came back, or the partner saw the POST.
 					if (

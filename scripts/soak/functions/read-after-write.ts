@@ -105,7 +105,7 @@ export const ledgerWriter = (context: SoakContext, balances: Balances): Driver =
 						}
 					}
 					if (fault === "early-background") {
-						await checkMarkerLanded(context, run, "ledger-writer", context.users.writer.database);
+						await checkMarkerLanded(context, run, "ledger-writer", context.users.writer.database, outcome);
 					}
 					baselineChecks++;
 					if (await checkScopedBaseline(context, run, "ledger-writer", user)) baselineHeld++;
