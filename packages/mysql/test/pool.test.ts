@@ -39,6 +39,24 @@ const droppedOnceIdle = async (nat: { dropIdle(idleForMs?: number): number }): P
 	return 0;
 };
 
+/**
+ * A function that, asked for `dirty`, leaves a user variable in its session and then stops the network path (the
+ * reset its connection is released with is never answered); otherwise it reads its session id and that variable.
+ */
+const freezingFunction = (
+	path: { freeze(): void },
+	middleware: ReturnType<typeof mysqlConnection<"db">>,
+	options: { timeoutEarlyInMillis?: number } = {},
+) =>
+	middy<{ dirty: boolean }>(options)
+		.use(middleware)
+		.handler(async (event, context) => {
+			if (event.dirty) await context.db.query("SET @leak = 1");
+			const [rows] = await context.db.query<RowDataPacket[]>("SELECT CONNECTION_ID() AS id, @leak AS leak");
+			if (event.dirty) path.freeze();
+			return rows[0];
+		});
+
 describe("mode pool", () => {
 	it("never holds more than connectionLimit server connections under 20 concurrent invocations", async () => {
 		const stats: MysqlConnectionStats[] = [];
@@ -140,26 +158,18 @@ describe("mode pool", () => {
 		try {
 			const stats: MysqlConnectionStats[] = [];
 			const { lines, logger } = recordingLogger();
-			const handler = middy<{ dirty: boolean }>()
-				.use(
-					mysqlConnection({
-						config: { ...configOf(db), host: path.host, port: path.port, connectionLimit: 1 },
-						mode: "pool",
-						closeTimeout: 200,
-						// no load reading on the frozen path: this is about the reset alone
-						serverPressure: false,
-						logger,
-						onStats: (s) => stats.push(s),
-					}),
-				)
-				.handler(async (event, context) => {
-					if (event.dirty) await context.db.query("SET @leak = 1");
-					const [rows] = await context.db.query<RowDataPacket[]>(
-						"SELECT CONNECTION_ID() AS id, @leak AS leak",
-					);
-					if (event.dirty) path.freeze();
-					return rows[0];
-				});
+			const handler = freezingFunction(
+				path,
+				mysqlConnection({
+					config: { ...configOf(db), host: path.host, port: path.port, connectionLimit: 1 },
+					mode: "pool",
+					closeTimeout: 200,
+					// no load reading on the frozen path: this is about the reset alone
+					serverPressure: false,
+					logger,
+					onStats: (s) => stats.push(s),
+				}),
+			);
 			const first = await invoke<RowDataPacket>(handler, { dirty: true });
 			expect(stats[0]).toMatchObject({ connected: true, closed: "released" });
 
@@ -186,16 +196,7 @@ describe("mode pool", () => {
 				logger: recordingLogger().logger,
 				onStats: (s) => stats.push(s),
 			});
-			const handler = middy<{ dirty: boolean }>({ timeoutEarlyInMillis: 250 })
-				.use(middleware)
-				.handler(async (event, context) => {
-					if (event.dirty) await context.db.query("SET @leak = 1");
-					const [rows] = await context.db.query<RowDataPacket[]>(
-						"SELECT CONNECTION_ID() AS id, @leak AS leak",
-					);
-					if (event.dirty) path.freeze();
-					return rows[0];
-				});
+			const handler = freezingFunction(path, middleware, { timeoutEarlyInMillis: 250 });
 			const first = await invoke<RowDataPacket>(handler, { dirty: true });
 			// its acquire waits for the reset's answer, which never comes: Middy's timeout ends the wait
 			const second = await outcome(invoke(handler, { dirty: false }, { timeoutMs: 700 }));
