@@ -154,6 +154,9 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		}
 		const fresh = !pool.seen.has(core);
 		pool.seen.add(core);
+		// Once per connection: while it is idle in the pool nobody else listens to its errors, and a late one (the
+		// server closing it, a reset that fails after release) must not crash the process.
+		if (fresh) core.on("error", ignoreError);
 		// mysql2's own idle timer does not run while Lambda is frozen, and NAT gateways and proxies drop idle
 		// connections silently: a warm connection is checked before use.
 		if (
@@ -207,17 +210,15 @@ const resetAnswer = async (
 		signal.addEventListener("abort", onAbort, { once: true });
 	});
 	try {
-		const answered = settleWithin(
-			reset.answered.then((ok) => {
-				if (!ok) throw new Error("reset failed");
-			}),
-			ms,
-		).then((settled) => settled.ok);
+		// `answered` never rejects: it settles once `clean` is known.
+		const answered = settleWithin(reset.answered, ms).then((settled) => settled.ok && reset.clean === true);
 		return await Promise.race([answered, aborted]);
 	} finally {
 		if (onAbort) signal.removeEventListener("abort", onAbort);
 	}
 };
+
+const ignoreError = () => {};
 
 /** How long (ms) a connection has been idle in the pool: since an invocation last gave it back. */
 const idleSince = (pool: WarmPool, core: Core): number =>

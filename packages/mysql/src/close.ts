@@ -17,7 +17,7 @@ import type { Lease } from "./acquire.ts";
 import { commitError, unfinishedError } from "./errors.ts";
 import { destroyHard, isDead, isFatal, sendReset, socketClosed } from "./mysql2-adapter.ts";
 import type { Settings } from "./options.ts";
-import type { PendingReset } from "./pool-cache.ts";
+import type { PendingReset, WarmPool } from "./pool-cache.ts";
 import { loadCheckDue, readLoad } from "./server-pressure.ts";
 import type { MysqlConnectionStats } from "./telemetry.ts";
 
@@ -42,10 +42,14 @@ export interface Closing {
 	detach(): void;
 }
 
+/** The invocation gave an answer (its own, or a middleware's early one), which a COMMIT would stand behind. */
+export const isAnswered = (end: InvocationEnd): boolean =>
+	end.kind === "success" || end.kind === "early-response";
+
 export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<void> => {
 	const { lease, settings, logger, stats } = closing;
 	const managed = settings.transaction !== false && closing.transactionOpen;
-	const answered = end.kind === "success" || end.kind === "early-response";
+	const answered = isAnswered(end);
 	if (closing.transactionOpen) stats.transaction = "rolled-back";
 	const { target, secrets } = lease.resolved;
 
@@ -97,7 +101,7 @@ export const closeLease = async (closing: Closing, end: InvocationEnd): Promise<
 // The graceful end, which rolls back an open transaction by itself: COM_RESET_CONNECTION (pool) and the end of
 // the session (scoped) both do, so no separate ROLLBACK round trip is needed.
 const endSession = async (closing: Closing, budget: number): Promise<void> => {
-	const { lease, logger, stats, settings } = closing;
+	const { lease, logger, settings } = closing;
 	if (!lease.pooled) return quit(closing, budget);
 	// At fleet scale a pool stops keeping connections warm while the server is near full (server-pressure.ts).
 	const pressure = settings.serverPressure;
@@ -125,10 +129,7 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 			closing.giveUp("reset failed");
 			return;
 		}
-		closing.detach();
-		pool.releasedAt.set(lease.core, Date.now());
-		(lease.connection as unknown as { release(): void }).release();
-		stats.closed = "released";
+		release(closing, pool);
 		return;
 	}
 	// COM_RESET_CONNECTION is sent now, and the connection goes back to the pool at once: its answer is awaited by
@@ -138,9 +139,6 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 	// next invocation sends nothing before the answer has come (acquire.ts). A reset that fails destroys the
 	// connection, and no invocation gets it. The round trip leaves the invocation's critical path.
 	const core = lease.core;
-	closing.detach();
-	// Released, nobody listens to the connection's errors: a late one (the server closing it) must not crash.
-	if (!core.listeners("error").includes(ignoreError)) core.on("error", ignoreError);
 	const pending: PendingReset = {
 		clean: undefined,
 		answered: sendReset(core).then(
@@ -159,12 +157,17 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 		),
 	};
 	pool.resets.set(core, pending);
-	pool.releasedAt.set(core, Date.now());
+	release(closing, pool);
+};
+
+// Back to the pool: no longer the invocation's, and idle from now on (acquire.ts checks for how long).
+const release = (closing: Closing, pool: WarmPool): void => {
+	const { lease, stats } = closing;
+	closing.detach();
+	pool.releasedAt.set(lease.core, Date.now());
 	(lease.connection as unknown as { release(): void }).release();
 	stats.closed = "released";
 };
-
-const ignoreError = () => {};
 
 // QUIT, then wait for the server to close the socket: the session is gone before Lambda freezes the process. A
 // pooled connection leaves its pool first (mysql2's `gracefulEnd`, set by resolveConfig in pool mode).

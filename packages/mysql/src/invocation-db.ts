@@ -19,7 +19,7 @@ import {
 import type { Connection, FieldPacket, QueryResult } from "mysql2/promise";
 import { type AcquireContext, acquire, connect, type Lease, type Shared } from "./acquire.ts";
 import { killSession } from "./cancel.ts";
-import { type Closing, closeLease } from "./close.ts";
+import { type Closing, closeLease, isAnswered } from "./close.ts";
 import {
 	closedError,
 	connectionLostError,
@@ -33,8 +33,6 @@ import { pkg } from "./options.ts";
 import { type MysqlConnectionStats, newStats, reportMysqlStats } from "./telemetry.ts";
 
 export type { Shared } from "./acquire.ts";
-
-const answered = (end: InvocationEnd): boolean => end.kind === "success" || end.kind === "early-response";
 
 /**
  * The invocation's database: mysql2/promise's `query`, `execute` and transaction methods, with their signatures
@@ -285,7 +283,7 @@ export class InvocationConnection implements InvocationResource {
 				// An answer given while the handler's first statement still waited for a connection (a busy pool, a
 				// slow connect) fails as it would a moment later, with the connection held: the outcome must not
 				// depend on how far the acquire got.
-				if (waiting && this.#shared.settings.transaction && end.unfinished && answered(end)) {
+				if (waiting && this.#shared.settings.transaction && end.unfinished && isAnswered(end)) {
 					throw unfinishedError(undefined);
 				}
 				return;
