@@ -46,6 +46,16 @@ const respond = async (event: { id: number }, _context: Context) => ({
 	body: `{"id":${event.id}}`,
 });
 
+/** The middlewares as a handler would configure them (only asked for when their package loaded). */
+const httpPoolOf = (http: Awaited<ReturnType<typeof loadHttpPool>>, args: OverheadArgs) => {
+	if (!http.module) throw new Error(http.problem ?? "http-pool did not load");
+	return http.module.httpPool({ origin: args.http.origin, connections: 4, connect: { ca: args.http.ca } });
+};
+const mysqlOf = (db: Awaited<ReturnType<typeof loadMysql>>, args: OverheadArgs) => {
+	if (!db.module) throw new Error(db.problem ?? "mysql did not load");
+	return db.module.mysqlConnection({ config: args.db });
+};
+
 /** One invocation of a variant. */
 const buildInvoke = (
 	variant: OverheadVariant,
@@ -53,7 +63,6 @@ const buildInvoke = (
 	http: Awaited<ReturnType<typeof loadHttpPool>>,
 	db: Awaited<ReturnType<typeof loadMysql>>,
 ): (() => Promise<unknown>) => {
-	const httpOptions = { origin: args.http.origin, connections: 4, connect: { ca: args.http.ca } };
 	const noopMiddleware = () => ({ before: () => {}, after: () => {}, onError: () => {} });
 	switch (variant) {
 		case "bare":
@@ -63,22 +72,12 @@ const buildInvoke = (
 		case "noop":
 			// What any two middlewares cost: middy awaits each before/after hook, even a synchronous no-op.
 			return invoker(middy(respond).use(noopMiddleware()).use(noopMiddleware()));
-		case "both": {
-			const httpPool = http.module?.httpPool(httpOptions);
-			const mysql = db.module?.mysqlConnection({ config: args.db });
-			if (!httpPool || !mysql) throw new Error("the middlewares did not load");
-			return invoker(middy(respond).use(httpPool).use(mysql));
-		}
-		case "httpPoolOnly": {
-			const httpPool = http.module?.httpPool(httpOptions);
-			if (!httpPool) throw new Error("http-pool did not load");
-			return invoker(middy(respond).use(httpPool));
-		}
-		case "mysqlOnly": {
-			const mysql = db.module?.mysqlConnection({ config: args.db });
-			if (!mysql) throw new Error("mysql did not load");
-			return invoker(middy(respond).use(mysql));
-		}
+		case "both":
+			return invoker(middy(respond).use(httpPoolOf(http, args)).use(mysqlOf(db, args)));
+		case "httpPoolOnly":
+			return invoker(middy(respond).use(httpPoolOf(http, args)));
+		case "mysqlOnly":
+			return invoker(middy(respond).use(mysqlOf(db, args)));
 	}
 };
 
