@@ -5,12 +5,13 @@
 //
 //   await runScript("demo", async () => { ...; defer(() => server.stop()); ...; return ok ? 0 : 1; });
 //
-// The test harness also has last-resort hooks of its own (mysql-server.ts and function-process.ts kill MariaDB
-// and the function processes synchronously on SIGINT/SIGTERM/SIGHUP and at exit); this module runs the graceful
-// path on top of them, and keeps a listener on each signal so that the signal the harness raises again after its
-// own hook does not end the process in the middle of the cleanups.
+// This is the graceful path. Under it lies the harness's last resort (last-resort.ts), the one registry of what
+// must not outlive the process, which the harness's servers and function processes use too: runScript takes the
+// signals from it (handleSignals), so a signal is this module's alone, and a second one is a second Ctrl-C; the
+// tracked children and the `sync` cleanups are registered with it, and are undone at `exit` if still there.
 import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
 import { constants } from "node:os";
+import { atLastResort, handleSignals } from "@middy-conn/test-harness";
 
 /** Something to undo on the way out. */
 export type Cleanup = () => unknown;
@@ -36,8 +37,6 @@ interface Entry {
 const STEP_TIMEOUT_MS = 15_000;
 /** All of them together: past this, the rest are skipped and the process exits (its exit hooks still run). */
 const TOTAL_TIMEOUT_MS = 30_000;
-/** A signal this soon after the first is the harness raising it again, not a second Ctrl-C. */
-const REPEAT_SIGNAL_GRACE_MS = 500;
 
 let scriptName = "scripts";
 const say = (line: string): void => {
@@ -49,7 +48,7 @@ const children = new Set<ChildProcess>();
 let running: Promise<void> | undefined;
 let exitCode: number | undefined;
 let exiting = false;
-let signalledAt: number | undefined;
+let signalled = false;
 
 const killChildren = () => {
 	for (const child of children)
@@ -57,7 +56,7 @@ const killChildren = () => {
 };
 
 // Synchronous last resort, whatever ends the process: no child outlives it, no temp folder is left behind.
-process.once("exit", () => {
+atLastResort(() => {
 	killChildren();
 	for (const entry of registry.splice(0).reverse()) {
 		if (entry.started || !entry.sync) continue;
@@ -168,14 +167,12 @@ const finish = async (code: number): Promise<never> => {
 };
 
 const onSignal = (signal: NodeJS.Signals) => {
-	const now = Date.now();
-	if (signalledAt === undefined) {
-		signalledAt = now;
+	if (!signalled) {
+		signalled = true;
 		say(`${signal}: stopping everything this run started (again to quit at once)`);
 		void finish(128 + (constants.signals[signal] ?? 1));
 		return;
 	}
-	if (now - signalledAt < REPEAT_SIGNAL_GRACE_MS) return;
 	say(`${signal} again: quitting now`);
 	process.exit(exitCode ?? 128 + (constants.signals[signal] ?? 1));
 };
@@ -202,7 +199,7 @@ export const runScript = async (
 	options: ScriptOptions = {},
 ): Promise<never> => {
 	scriptName = name;
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, onSignal);
+	handleSignals(onSignal);
 	process.on("uncaughtException", onCrash);
 	process.on("unhandledRejection", onCrash);
 	let code = 1;
@@ -210,7 +207,7 @@ export const runScript = async (
 		code = await main();
 	} catch (error) {
 		// After a signal, whatever failed failed because the cleanups pulled the servers from under it.
-		if (signalledAt === undefined) {
+		if (!signalled) {
 			if (options.onError) options.onError(error);
 			else console.error(`[${name}] failed:`, error);
 		}

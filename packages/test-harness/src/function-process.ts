@@ -16,6 +16,7 @@ import type {
 	InvokeOptions,
 	SerializedError,
 } from "./execution-environment.ts";
+import { atLastResort } from "./last-resort.ts";
 
 const CHILD_ENTRY = fileURLToPath(new URL("./execution-environment-child.ts", import.meta.url));
 /** Time allowed past the deadline for the result to cross IPC before the invocation counts as timed out. */
@@ -106,36 +107,12 @@ export const functionLog = (onLog?: (line: string, stream: Stream) => void) => {
 	};
 };
 
-// Every process started here, so that none outlives this one, whatever the exit path; the value says whether a
-// signal kills it too (see `killOnSignal`).
-const running = new Map<ChildProcess, boolean>();
-let exitHookInstalled = false;
-let signalHookInstalled = false;
-const installExitHook = (killOnSignal: boolean) => {
-	if (!exitHookInstalled) {
-		exitHookInstalled = true;
-		process.once("exit", () => {
-			for (const child of running.keys()) child.kill("SIGKILL");
-		});
-	}
-	if (!killOnSignal || signalHookInstalled) return;
-	signalHookInstalled = true;
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-		process.once(signal, () => {
-			for (const [child, onSignal] of running) if (onSignal) child.kill("SIGKILL");
-			// Keep the signal's default outcome (the process ends) unless someone else handles it.
-			if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-		});
-	}
-};
-
 const floorDriversHook = (): string[] =>
 	process.env.MIDDY_CONN_DRIVERS === "floor"
 		? ["--import", fileURLToPath(new URL("../../../test/drivers-floor-hook.ts", import.meta.url))]
 		: [];
 
 export const startFunctionProcess = (options: FunctionProcessOptions): FunctionProcess => {
-	installExitHook(options.killOnSignal);
 	const { functionName } = options;
 	const env: Record<string, string> = {
 		PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -163,7 +140,8 @@ export const startFunctionProcess = (options: FunctionProcessOptions): FunctionP
 		env,
 		stdio: ["ignore", "pipe", "pipe", "ipc"],
 	});
-	running.set(child, options.killOnSignal);
+	// None outlives this process, whatever the exit path (see `killOnSignal` for the signals).
+	const forgetOnExit = atLastResort(() => child.kill("SIGKILL"), { onSignal: options.killOnSignal });
 	for (const stream of ["stdout", "stderr"] as const) {
 		const source = child[stream];
 		if (source) createInterface({ input: source }).on("line", (line) => options.log(line, stream));
@@ -219,7 +197,7 @@ export const startFunctionProcess = (options: FunctionProcessOptions): FunctionP
 	});
 	child.once("exit", (code, signal) => {
 		proc.alive = false;
-		running.delete(child);
+		forgetOnExit();
 		failReady(new Error(`execution environment exited before it was ready (code ${code}, ${signal})`));
 		options.onExit(
 			proc,

@@ -5,6 +5,7 @@ export * from "./execution-environment-workers.ts";
 export * from "./http-server.ts";
 export * from "./lambda-events.ts";
 export * from "./lambda-streaming.ts";
+export * from "./last-resort.ts";
 export * from "./mysql-admin.ts";
 export * from "./mysql-server.ts";
 export * from "./node-binary.ts";

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import mysql from "mysql2/promise";
+import { atLastResort } from "./last-resort.ts";
 
 export interface MysqlServer {
 	/** URL of an account that may create users and databases (root of the throwaway server). */
@@ -229,14 +230,7 @@ export const startMysqlServer = async (options: StartMysqlServerOptions = {}): P
 		kill();
 		removeDir();
 	};
-	const onSignal = (signal: NodeJS.Signals) => {
-		onExit();
-		process.kill(process.pid, signal);
-	};
-	process.once("exit", onExit);
-	process.once("SIGINT", onSignal);
-	process.once("SIGTERM", onSignal);
-	process.once("SIGHUP", onSignal);
+	const forgetOnExit = atLastResort(onExit);
 
 	const shutdown = async () => {
 		if (!child) return;
@@ -264,10 +258,7 @@ export const startMysqlServer = async (options: StartMysqlServerOptions = {}): P
 				stopped = true;
 				await shutdown();
 				removeDir();
-				process.off("exit", onExit);
-				process.off("SIGINT", onSignal);
-				process.off("SIGTERM", onSignal);
-				process.off("SIGHUP", onSignal);
+				forgetOnExit();
 			},
 			restart: async () => {
 				await shutdown();
@@ -276,6 +267,7 @@ export const startMysqlServer = async (options: StartMysqlServerOptions = {}): P
 			},
 		};
 	} catch (error) {
+		forgetOnExit();
 		onExit();
 		throw error;
 	}
