@@ -2,7 +2,7 @@
 //
 // Routes are handlers written before any `.use()`, so their context is annotated. @middy/http-router hands each
 // route the context it was called with (the one the middlewares decorated), but its `Route` type only accepts
-// handlers of Lambda's plain `Context`: a route annotated `Context & MysqlContext & HttpPoolContext` does not
+// handlers of Lambda's plain `Context`: a route annotated `MysqlContext & HttpPoolContext` does not
 // compile as a `Route` (strict function types). The idiom below is the smallest honest one: routes are checked
 // against the app's context, one cast at the router, and `.handler()` checks that the chain provides that context.
 import middy from "@middy/core";
@@ -15,8 +15,8 @@ import type { RowDataPacket } from "mysql2";
 type Event = APIGatewayProxyEventV2;
 type Result = APIGatewayProxyResultV2;
 
-// The idiom, as the packages' READMEs show it.
-type AppContext = Context & MysqlContext & HttpPoolContext;
+// The idiom, as the packages' READMEs show it. MysqlContext and HttpPoolContext include Lambda's Context.
+type AppContext = MysqlContext & HttpPoolContext;
 type AppRoute = Omit<Route<Event, Result>, "handler"> & {
 	handler: (event: Event, context: AppContext) => Promise<Result>;
 };

@@ -31,8 +31,12 @@ export interface HttpPoolDispatcher extends Dispatcher {
 /** The Lambda context as Middy types it. */
 type LambdaContext = Request["context"];
 
-/** What `httpPool({ contextKey })` adds to the Lambda context (`context.http` by default). */
-export type HttpPoolContext<TContextKey extends string = "http"> = {
+/**
+ * The context a handler sees behind `httpPool({ contextKey })`: the Lambda context with the invocation's
+ * dispatcher (`context.http` by default) and `context.waitUntil`. It includes the Lambda context, as
+ * `MysqlContext` does, so that a handler written on its own needs no type from `aws-lambda`.
+ */
+export type HttpPoolContext<TContextKey extends string = "http"> = LambdaContext & {
 	[K in TContextKey]: HttpPoolDispatcher;
 } & { waitUntil: WaitUntil };
 

@@ -1,7 +1,6 @@
 // Type tests, checked by the root `tsc -p tsconfig.json --noEmit` (never run). Each `@ts-expect-error` line
 // must fail to compile: a misuse that type-checks would make the directive itself an error.
 import middy from "@middy/core";
-import type { Context } from "aws-lambda";
 import { type Dispatcher, fetch, request } from "undici";
 import { expectTypeOf } from "vitest";
 import {
@@ -41,11 +40,21 @@ export const inferred = middy()
 		return { statusCode };
 	});
 
-// A handler passed to middy() directly is typed before .use() runs: annotate its context with HttpPoolContext.
-export const annotated = middy(async (_event: unknown, context: Context & HttpPoolContext) => {
+// A handler written on its own takes an HttpPoolContext (the Lambda context included), and is given to .handler()
+// after .use(): .handler() checks that the chain provides what the handler needs.
+const listItems = async (_event: unknown, context: HttpPoolContext) => {
+	expectTypeOf(context.awsRequestId).toBeString();
 	const { body } = await context.http.request({ path: "/", method: "GET" });
 	return body.text();
-}).use(httpPool());
+};
+export const checked = middy().use(httpPool()).handler(listItems);
+// @ts-expect-error the chain has no httpPool(): nothing provides context.http
+export const checkedWithout = middy().handler(listItems);
+
+// middy(handler).use(...) runs the same, but TypeScript cannot check it: Middy's types give middy(handler) the
+// handler's own context before any .use(), so this compiles without the middleware (and fails at run time).
+// The READMEs teach the checked form above for that reason.
+export const unchecked = middy(listItems);
 
 // Without the middleware there is no context.http.
 export const without = middy().handler(async (_event, context) => {
@@ -86,8 +95,15 @@ export const underItsKey = middy()
 		return wrong;
 	});
 
-// A handler written before .use() names the key in the annotation.
-export const annotatedKey = middy(async (_event: unknown, context: Context & HttpPoolContext<"partner">) => {
+// A handler written on its own names the key in its annotation; .handler() checks it against the chain's key.
+const callPartner = async (_event: unknown, context: HttpPoolContext<"partner">) => {
 	const { body } = await context.partner.request({ path: "/", method: "GET" });
 	return body.text();
-}).use(httpPool({ contextKey: "partner" }));
+};
+export const annotatedKey = middy()
+	.use(httpPool({ origin: "https://partner.example.com", contextKey: "partner" }))
+	.handler(callPartner);
+export const annotatedKeyWrong = middy()
+	.use(httpPool({ origin: "https://partner.example.com", contextKey: "other" }))
+	// @ts-expect-error the handler needs context.partner; the chain puts the dispatcher under "other"
+	.handler(callPartner);

@@ -38,12 +38,30 @@ export const orders = middy<{ id: number }>()
 		return { first, columns, insertId, raw, wrong, notANumber };
 	});
 
-// A handler written first, with its context annotated, then wrapped.
+// A handler written on its own takes a MysqlContext (the Lambda context included), and is given to .handler()
+// after .use(): .handler() checks that the chain provides what the handler needs.
 const findOrder = async (event: { id: number }, context: MysqlContext) => {
+	const requestId: string = context.awsRequestId;
 	const [rows] = await context.db.query<RowDataPacket[]>("SELECT * FROM orders WHERE id = ?", [event.id]);
-	return rows;
+	return { requestId, rows };
 };
-export const wrapped = middy(findOrder).use(mysqlConnection({ config }));
+export const checked = middy<{ id: number }>().use(mysqlConnection({ config })).handler(findOrder);
+// @ts-expect-error: the chain has no mysqlConnection(): nothing provides context.db
+export const checkedWithout = middy<{ id: number }>().handler(findOrder);
+export const checkedOtherKey = middy<{ id: number }>()
+	.use(mysqlConnection({ config, contextKey: "billing" }))
+	// @ts-expect-error: the handler needs context.db; the chain puts the connection under "billing"
+	.handler(findOrder);
+const chargeInvoice = async (_event: unknown, context: MysqlContext<"billing">) =>
+	context.billing.execute("UPDATE invoices SET paid = 1");
+export const checkedKey = middy()
+	.use(mysqlConnection({ config, contextKey: "billing" }))
+	.handler(chargeInvoice);
+
+// middy(handler).use(...) runs the same, but TypeScript cannot check it: Middy's types give middy(handler) the
+// handler's own context before any .use(), so this compiles without the middleware (and fails at run time).
+// The READMEs teach the checked form above for that reason.
+export const unchecked = middy(findOrder);
 
 // contextKey renames the key, in the types too.
 export const renamed = middy()
