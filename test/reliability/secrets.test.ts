@@ -10,53 +10,27 @@ import { inspect } from "node:util";
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
 import { closeMysqlPools, mysqlConnection } from "@middy-conn/mysql";
+import { invokeInProcess } from "@middy-conn/test-harness";
 import {
-	freePort,
-	invokeInProcess,
-	type LoopbackServer,
-	MysqlAdmin,
-	type MysqlTlsServer,
-	startHttpServer,
-	startMysqlTlsServer,
-	startSilentServer,
-	type TestDatabase,
-	type TestHttpServer,
-} from "@middy-conn/test-harness";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+	useHttpServer,
+	usePoolCleanup,
+	useTestDatabase,
+	useUnreachablePeers,
+} from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it } from "vitest";
 
 const PASSWORD = `Pw/${randomBytes(6).toString("hex")}@:#!`;
 const WRONG_PASSWORD = `Wrong/${randomBytes(6).toString("hex")}?&=`;
 const TOKEN = `tok_${randomBytes(12).toString("base64url")}+/=`;
 const SECRETS = [PASSWORD, WRONG_PASSWORD, TOKEN];
 
-let admin: MysqlAdmin;
-let db: TestDatabase;
-let partner: TestHttpServer;
-let silent: LoopbackServer;
-let mysqlTls: MysqlTlsServer;
-let closedPort: number;
-
-beforeAll(async () => {
-	admin = await MysqlAdmin.connect();
-	db = await admin.createDatabase("secrets");
-	await admin.query(`ALTER USER '${db.user}'@'%' IDENTIFIED BY ?`, [PASSWORD]);
-	await admin.query(`CREATE TABLE \`${db.database}\`.notes (id INT PRIMARY KEY)`);
-	partner = await startHttpServer({ tls: true, keepAliveTimeout: 60_000 });
-	silent = await startSilentServer();
-	mysqlTls = await startMysqlTlsServer();
-	closedPort = await freePort();
+const { admin, db } = useTestDatabase("secrets", {
+	tables: ["notes (id INT PRIMARY KEY)"],
+	seed: (admin, db) => admin.query(`ALTER USER '${db.user}'@'%' IDENTIFIED BY ?`, [PASSWORD]),
 });
-
-afterEach(async () => {
-	await closeHttpPools();
-	await closeMysqlPools();
-});
-
-afterAll(async () => {
-	await Promise.all([partner?.close(), silent?.close(), mysqlTls?.close()]);
-	if (db) await admin.dropDatabase(db);
-	await admin?.close();
-});
+const partner = useHttpServer({ tls: true, keepAliveTimeout: 60_000 });
+const unreachable = useUnreachablePeers();
+usePoolCleanup(closeHttpPools, closeMysqlPools);
 
 /** Everything a scenario leaves where a secret could hide: errors, log lines, stats. */
 class Record {
@@ -196,22 +170,32 @@ const mysqlScenarios = (mode: "scoped" | "pool"): Scenario[] => [
 	],
 	[
 		"a closed port",
-		(r) => r.invoke(withDb(r, { ...good(), port: closedPort }, ({ db }) => db.query("SELECT 1"), { mode })),
+		(r) =>
+			r.invoke(
+				withDb(r, { ...good(), port: unreachable.closedPort }, ({ db }) => db.query("SELECT 1"), { mode }),
+			),
 	],
 	[
 		"a server that never greets",
 		(r) =>
 			r.invoke(
-				withDb(r, { ...good(), port: silent.port, connectTimeout: 300 }, ({ db }) => db.query("SELECT 1"), {
-					mode,
-				}),
+				withDb(
+					r,
+					{ ...good(), port: unreachable.silent.port, connectTimeout: 300 },
+					({ db }) => db.query("SELECT 1"),
+					{
+						mode,
+					},
+				),
 			),
 	],
 	[
 		"a certificate that is not trusted",
 		(r) =>
 			r.invoke(
-				withDb(r, { ...good(), port: mysqlTls.port, ssl: {} }, ({ db }) => db.query("SELECT 1"), { mode }),
+				withDb(r, { ...good(), port: unreachable.mysqlTls.port, ssl: {} }, ({ db }) => db.query("SELECT 1"), {
+					mode,
+				}),
 			),
 	],
 	[
@@ -348,7 +332,7 @@ const httpScenarios: Scenario[] = [
 	[
 		"a closed port (GET, then a POST that is never sent)",
 		async (r) => {
-			const origin = `https://127.0.0.1:${closedPort}`;
+			const origin = `https://127.0.0.1:${unreachable.closedPort}`;
 			await r.invoke(
 				withHttp(r, { origin }, (c) => c.http.request({ path: "/json", method: "GET", headers: auth })),
 			);
@@ -400,7 +384,7 @@ const httpScenarios: Scenario[] = [
 		"a server that never completes the TLS handshake",
 		(r) =>
 			r.invoke(
-				withHttp(r, { origin: `https://127.0.0.1:${silent.port}`, connectTimeout: 300 }, (c) =>
+				withHttp(r, { origin: `https://127.0.0.1:${unreachable.silent.port}`, connectTimeout: 300 }, (c) =>
 					c.http.request({ path: "/json", method: "GET", headers: auth }),
 				),
 			),
@@ -521,7 +505,7 @@ describe("httpPool(): a credential in the query string", () => {
 	it("does not appear in the error of an idempotent request that failed on the network (undici's own)", async () => {
 		const texts = await record((r) =>
 			r.invoke(
-				withHttp(r, { origin: `https://127.0.0.1:${closedPort}` }, (c) =>
+				withHttp(r, { origin: `https://127.0.0.1:${unreachable.closedPort}` }, (c) =>
 					c.http.request({ path: withKey, method: "GET" }),
 				),
 			),
@@ -532,7 +516,7 @@ describe("httpPool(): a credential in the query string", () => {
 	// http-pool names a non-idempotent request that failed on the network by its method, origin and path, without
 	// the query string (MIDDY_CONN_HTTP_REQUEST_NOT_SENT and MIDDY_CONN_HTTP_REQUEST_MAY_HAVE_BEEN_SENT reach log lines).
 	it.each([
-		["never sent (a closed port)", () => `https://127.0.0.1:${closedPort}`, withKey],
+		["never sent (a closed port)", () => `https://127.0.0.1:${unreachable.closedPort}`, withKey],
 		["maybe sent (reset before any response)", () => partner.origin, `/reset?api_key=${API_KEY}`],
 	])("does not appear in the error of a POST %s", async (_case, origin, path) => {
 		const texts = await record((r) =>

@@ -4,22 +4,13 @@
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
 import { closeMysqlPools, mysqlConnection } from "@middy-conn/mysql";
-import { invokeInProcess, type MysqlTlsServer, startMysqlTlsServer } from "@middy-conn/test-harness";
-import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { invokeInProcess } from "@middy-conn/test-harness";
+import { useHttpServer, usePoolCleanup, useUnreachablePeers } from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it } from "vitest";
 
 const https = useHttpServer({ tls: true });
-let mysqlTls: MysqlTlsServer;
-
-beforeAll(async () => {
-	mysqlTls = await startMysqlTlsServer();
-});
-
+const unreachable = useUnreachablePeers();
 usePoolCleanup(closeHttpPools, closeMysqlPools);
-
-afterAll(async () => {
-	await mysqlTls?.close();
-});
 
 const capture = () => {
 	const warnings: string[] = [];
@@ -49,8 +40,8 @@ describe("switching certificate verification off is never silent", () => {
 			.use(
 				mysqlConnection({
 					config: {
-						host: mysqlTls.host,
-						port: mysqlTls.port,
+						host: unreachable.mysqlTls.host,
+						port: unreachable.mysqlTls.port,
 						user: "app",
 						password: "pw",
 						ssl: { rejectUnauthorized: false },
@@ -60,17 +51,22 @@ describe("switching certificate verification off is never silent", () => {
 			)
 			.handler(async (_event, context) => context.db.query("SELECT 1"));
 		expect(warnings).toEqual([expect.stringMatching(unverified)]);
-		const handshakes = mysqlTls.tlsHandshakes;
+		const handshakes = unreachable.mysqlTls.tlsHandshakes;
 		// The impostor refuses every login; what matters is that the TLS handshake happened, unverified.
 		await expect(invokeInProcess(handler, {})).rejects.toMatchObject({ code: "ER_ACCESS_DENIED_ERROR" });
-		expect(mysqlTls.tlsHandshakes).toBe(handshakes + 1);
+		expect(unreachable.mysqlTls.tlsHandshakes).toBe(handshakes + 1);
 		expect(warnings).toHaveLength(1);
 	});
 
 	it.each([
 		[
 			"a config function",
-			() => ({ host: mysqlTls.host, port: mysqlTls.port, user: "app", ssl: { rejectUnauthorized: false } }),
+			() => ({
+				host: unreachable.mysqlTls.host,
+				port: unreachable.mysqlTls.port,
+				user: "app",
+				ssl: { rejectUnauthorized: false },
+			}),
 		],
 		["a mysql:// uri", { uri: `mysql://app@${"127.0.0.1"}:0/app?ssl={"rejectUnauthorized":false}` }],
 	])("mysqlConnection(): with %s, a warning at the first connect, once", async (_case, config) => {
@@ -78,7 +74,7 @@ describe("switching certificate verification off is never silent", () => {
 		const resolved =
 			typeof config === "function"
 				? config
-				: { ...config, uri: config.uri.replace(":0/", `:${mysqlTls.port}/`) };
+				: { ...config, uri: config.uri.replace(":0/", `:${unreachable.mysqlTls.port}/`) };
 		const handler = middy()
 			.use(mysqlConnection({ config: resolved as never, logger }))
 			.handler(async (_event, context) => context.db.query("SELECT 1"));
@@ -92,7 +88,12 @@ describe("switching certificate verification off is never silent", () => {
 		const handler = middy()
 			.use(
 				mysqlConnection({
-					config: { host: mysqlTls.host, port: mysqlTls.port, user: "app", ssl: { ca: mysqlTls.ca } },
+					config: {
+						host: unreachable.mysqlTls.host,
+						port: unreachable.mysqlTls.port,
+						user: "app",
+						ssl: { ca: unreachable.mysqlTls.ca },
+					},
 					logger,
 				}),
 			)

@@ -5,16 +5,14 @@
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
 import { closeMysqlPools, mysqlConnection } from "@middy-conn/mysql";
+import { invokeInProcess } from "@middy-conn/test-harness";
 import {
-	freePort,
-	invokeInProcess,
-	type LoopbackServer,
-	type MysqlTlsServer,
-	startMysqlTlsServer,
-	startSilentServer,
-} from "@middy-conn/test-harness";
-import { useHttpServer, usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+	useHttpServer,
+	usePoolCleanup,
+	useTestDatabase,
+	useUnreachablePeers,
+} from "@middy-conn/test-harness/test-fixtures";
+import { describe, expect, it } from "vitest";
 
 /** The invocation has this long; every connect below is bounded far below it. */
 const INVOCATION_MS = 8000;
@@ -29,21 +27,8 @@ const https = useHttpServer({
 		},
 	},
 });
-let silent: LoopbackServer;
-let mysqlTls: MysqlTlsServer;
-let closedPort: number;
-
-beforeAll(async () => {
-	silent = await startSilentServer();
-	mysqlTls = await startMysqlTlsServer();
-	closedPort = await freePort();
-});
-
+const unreachable = useUnreachablePeers();
 usePoolCleanup(closeHttpPools, closeMysqlPools);
-
-afterAll(async () => {
-	await Promise.all([silent?.close(), mysqlTls?.close()]);
-});
 
 /** Runs the handler as one Lambda invocation; resolves to what it threw. */
 const failureOf = async (handler: unknown) =>
@@ -59,7 +44,7 @@ describe("mysqlConnection(): configs that reach nothing", () => {
 		[
 			"a closed port",
 			"ECONNREFUSED",
-			() => ({ ...target(), port: closedPort }),
+			() => ({ ...target(), port: unreachable.closedPort }),
 			/refused the connection at 127\.0\.0\.1:\d+/,
 		],
 		[
@@ -71,13 +56,13 @@ describe("mysqlConnection(): configs that reach nothing", () => {
 		[
 			"a server that never sends its handshake",
 			"ETIMEDOUT",
-			() => ({ ...target(), port: silent.port, connectTimeout: 400 }),
+			() => ({ ...target(), port: unreachable.silent.port, connectTimeout: 400 }),
 			/timed out after 400 ms/,
 		],
 		[
 			"a server whose TLS certificate is not trusted (no ca)",
 			"HANDSHAKE_SSL_ERROR",
-			() => ({ ...target(), port: mysqlTls.port, ssl: {} }),
+			() => ({ ...target(), port: unreachable.mysqlTls.port, ssl: {} }),
 			/TLS handshake with MySQL at 127\.0\.0\.1:\d+ failed .*self-signed certificate/,
 		],
 		[
@@ -102,15 +87,15 @@ describe("mysqlConnection(): configs that reach nothing", () => {
 		const handler = middy()
 			.use(
 				mysqlConnection({
-					config: { ...target(), port: mysqlTls.port, ssl: { ca: mysqlTls.ca } },
+					config: { ...target(), port: unreachable.mysqlTls.port, ssl: { ca: unreachable.mysqlTls.ca } },
 					logger: false,
 				}),
 			)
 			.handler(async (_event, context) => context.db.query("SELECT 1"));
-		const before = mysqlTls.tlsHandshakes;
+		const before = unreachable.mysqlTls.tlsHandshakes;
 		const { error } = await failureOf(handler);
 		expect(error).toMatchObject({ code: "ER_ACCESS_DENIED_ERROR" });
-		expect(mysqlTls.tlsHandshakes).toBe(before + 1);
+		expect(unreachable.mysqlTls.tlsHandshakes).toBe(before + 1);
 	});
 });
 
@@ -130,20 +115,24 @@ describe("httpPool(): configs that reach nothing", () => {
 			});
 
 	it.each<[string, () => [string, Record<string, unknown>, "GET" | "POST"], Record<string, unknown>]>([
-		["a closed port, GET", () => [`https://127.0.0.1:${closedPort}`, {}, "GET"], { code: "ECONNREFUSED" }],
+		[
+			"a closed port, GET",
+			() => [`https://127.0.0.1:${unreachable.closedPort}`, {}, "GET"],
+			{ code: "ECONNREFUSED" },
+		],
 		[
 			"a closed port, POST (never sent, so safe to retry)",
-			() => [`https://127.0.0.1:${closedPort}`, {}, "POST"],
+			() => [`https://127.0.0.1:${unreachable.closedPort}`, {}, "POST"],
 			{ code: "MIDDY_CONN_HTTP_REQUEST_NOT_SENT", retrySafe: true, cause: { code: "ECONNREFUSED" } },
 		],
 		[
 			"a server that never completes the TLS handshake",
-			() => [`https://127.0.0.1:${silent.port}`, { connectTimeout: 400 }, "GET"],
+			() => [`https://127.0.0.1:${unreachable.silent.port}`, { connectTimeout: 400 }, "GET"],
 			{ code: "UND_ERR_CONNECT_TIMEOUT" },
 		],
 		[
 			"a server that accepts and never answers",
-			() => [`http://127.0.0.1:${silent.port}`, { headersTimeout: 400 }, "GET"],
+			() => [`http://127.0.0.1:${unreachable.silent.port}`, { headersTimeout: 400 }, "GET"],
 			{ code: "UND_ERR_HEADERS_TIMEOUT" },
 		],
 		[

@@ -10,29 +10,32 @@ import {
 	type ExecutionEnvironment,
 	sqsEvent,
 	startExecutionEnvironment,
-	startHttpServer,
-	type TestHttpServer,
 } from "@middy-conn/test-harness";
+import { useHttpServer } from "@middy-conn/test-harness/test-fixtures";
 import type { SQSBatchResponse } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const example = fileURLToPath(new URL("..", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "middy-conn-webhook-relay-"));
 
-let partner: TestHttpServer;
+const partner = useHttpServer({
+	tls: true,
+	routes: {
+		"/v1/events": (_request, response, received) => {
+			response.writeHead(received.body.includes('"refuse":true') ? 503 : 202).end();
+		},
+	},
+	resetStats: false,
+});
 let environment: ExecutionEnvironment;
 
-beforeAll(async () => {
-	partner = await startHttpServer({ tls: true });
-	partner.route("/v1/events", (_request, response, received) => {
-		response.writeHead(received.body.includes('"refuse":true') ? 503 : 202).end();
-	});
+beforeAll(() => {
 	writeFileSync(join(work, "partner-ca.pem"), partner.ca ?? "");
 });
 
+// Runs before the fixture's afterAll (registered later): the function's process ends first.
 afterAll(async () => {
 	await environment?.kill();
-	await partner?.close();
 	rmSync(work, { recursive: true, force: true });
 });
 

@@ -1,10 +1,10 @@
-import { invokeInProcess, sqsEvent, startHttpServer, type TestHttpServer } from "@middy-conn/test-harness";
+import { invokeInProcess, sqsEvent } from "@middy-conn/test-harness";
+import { useHttpServer } from "@middy-conn/test-harness/test-fixtures";
 import type { SQSBatchResponse } from "aws-lambda";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 
 const CONCURRENCY = 3;
 
-let partner: TestHttpServer;
 let handler: unknown;
 /** Requests the partner is answering right now, and the most it ever had at once. */
 let inFlight = 0;
@@ -19,18 +19,22 @@ const failedIds = (response: SQSBatchResponse) =>
 const messages = (count: number, prefix: string, body: (i: number) => unknown = (i) => ({ n: i })) =>
 	Array.from({ length: count }, (_, i) => ({ messageId: `${prefix}-${i}`, body: body(i) }));
 
+const partner = useHttpServer({
+	routes: {
+		// The partner's API: 202 for an event, 422 for one it refuses; it takes a little while, so requests overlap.
+		"/v1/events": (_request, response, received) => {
+			inFlight++;
+			mostInFlight = Math.max(mostInFlight, inFlight);
+			setTimeout(() => {
+				inFlight--;
+				const refused = received.body.includes('"refuse":true');
+				response.writeHead(refused ? 422 : 202, { "content-type": "application/json" }).end("{}");
+			}, 20);
+		},
+	},
+});
+
 beforeAll(async () => {
-	partner = await startHttpServer();
-	// The partner's API: 202 for an event, 422 for one it refuses; it takes a little while, so requests overlap.
-	partner.route("/v1/events", (_request, response, received) => {
-		inFlight++;
-		mostInFlight = Math.max(mostInFlight, inFlight);
-		setTimeout(() => {
-			inFlight--;
-			const refused = received.body.includes('"refuse":true');
-			response.writeHead(refused ? 422 : 202, { "content-type": "application/json" }).end("{}");
-		}, 20);
-	});
 	Object.assign(process.env, {
 		PARTNER_ORIGIN: partner.origin,
 		RELAY_PATH: "/v1/events",
@@ -40,12 +44,7 @@ beforeAll(async () => {
 });
 
 beforeEach(() => {
-	partner.resetStats();
 	mostInFlight = 0;
-});
-
-afterAll(async () => {
-	await partner?.close();
 });
 
 describe("webhook-relay", () => {

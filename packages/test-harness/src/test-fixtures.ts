@@ -10,7 +10,7 @@
 // Teardown order: vitest runs `afterEach`/`afterAll` hooks in the reverse order of their registration
 // (`sequence.hooks: "stack"`, set in vitest.config.ts), so call `useTestDatabase`/`useHttpServer` before
 // `usePoolCleanup`: the pools are closed first, then the database settles, then the servers close.
-import { afterAll, afterEach, beforeAll } from "vitest";
+import { afterAll, afterEach, beforeAll, vi } from "vitest";
 import {
 	type HttpServerOptions,
 	type RouteHandler,
@@ -18,6 +18,13 @@ import {
 	type TestHttpServer,
 } from "./http-server.ts";
 import { MysqlAdmin, type TestDatabase } from "./mysql-admin.ts";
+import { freePort } from "./mysql-server.ts";
+import {
+	type LoopbackServer,
+	type MysqlTlsServer,
+	startMysqlTlsServer,
+	startSilentServer,
+} from "./unreachable-servers.ts";
 
 /**
  * A stand-in for an object that exists only once `beforeAll` has run: every property read goes to the current
@@ -154,6 +161,38 @@ export function useHttpServer(options: HttpServerFixtureOptions = {}): TestHttpS
 	return server.value;
 }
 
+export interface UnreachablePeers {
+	/** Accepts TCP connections and never sends a byte (startSilentServer). */
+	silent: LoopbackServer;
+	/** A MySQL server offering TLS with a certificate nobody trusts (startMysqlTlsServer). */
+	mysqlTls: MysqlTlsServer;
+	/** A loopback port nothing listens on (freePort): a connection to it is refused. */
+	closedPort: number;
+}
+
+/**
+ * Peers that are there and yet reach nothing, for the tests of configs that fail: started in `beforeAll`, closed in
+ * `afterAll`.
+ */
+export function useUnreachablePeers(): UnreachablePeers {
+	const peers = lateBound<UnreachablePeers>("the peers of useUnreachablePeers()");
+	const started: Partial<UnreachablePeers> = {};
+
+	beforeAll(async () => {
+		started.silent = await startSilentServer();
+		started.mysqlTls = await startMysqlTlsServer();
+		started.closedPort = await freePort();
+		peers.set(started as UnreachablePeers);
+	});
+
+	afterAll(async () => {
+		await Promise.all([started.silent?.close(), started.mysqlTls?.close()]);
+		peers.set(undefined);
+	});
+
+	return peers.value;
+}
+
 /**
  * Closes the packages' warm pools after each test (pass closeMysqlPools, closeHttpPools: the harness does not
  * depend on the packages it tests), one after the other in the order given, so that no test inherits a warm
@@ -164,6 +203,27 @@ export function usePoolCleanup(...closers: (() => Promise<unknown>)[]): void {
 		for (const close of closers) await close();
 	});
 }
+
+/** One call to a recordingLogger's logger. */
+export interface LoggedLine {
+	level: "info" | "warn" | "error";
+	message: string;
+	extra: unknown[];
+}
+
+/**
+ * A logger shaped like console and the Powertools Logger (the middlewares' `logger` option) that records every
+ * call, and keeps the test's output quiet: `lines` in the order they came, and each method a vitest spy, for
+ * `expect(logger.warn).toHaveBeenCalledWith(…)`.
+ */
+export const recordingLogger = () => {
+	const lines: LoggedLine[] = [];
+	const at = (level: LoggedLine["level"]) =>
+		vi.fn<(message: string, ...extra: unknown[]) => void>((message, ...extra) => {
+			lines.push({ level, message, extra });
+		});
+	return { lines, logger: { info: at("info"), warn: at("warn"), error: at("error") } };
+};
 
 /** Settles a promise into its outcome, so a test can assert on a rejection without try/catch. */
 export const outcome = <T>(promise: Promise<T>): Promise<{ value?: T; error?: unknown }> =>
