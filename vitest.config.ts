@@ -5,17 +5,18 @@ import { driversSetting, floorSpecifiers } from "./test/drivers.ts";
 const src = (name: string, entry = "index") =>
 	fileURLToPath(new URL(`./packages/${name}/src/${entry}.ts`, import.meta.url));
 
-// MIDDY_CONN_DRIVERS=floor runs the tests against the lowest mysql2 and undici the packages declare (see
-// test/drivers.ts): the exact specifiers `mysql2`, `mysql2/promise` and `undici` go to the root devDependencies
-// mysql2-floor and undici-floor (test/drivers.ts's floorSpecifiers), in test files and in the packages' sources
-// alike (both are in vitest's module graph), and, through a Node resolve hook given to the forks, in the worker
-// threads that tests start.
+// MIDDY_CONN_DRIVERS=floor runs the tests against the lowest mysql2, undici and @middy/core the packages declare
+// (see test/drivers.ts): the exact specifiers `mysql2`, `mysql2/promise`, `undici` and `@middy/core` go to the root
+// devDependencies mysql2-floor, undici-floor and @middy/core-floor (test/drivers.ts's floorSpecifiers), in test
+// files and in the packages' sources alike (both are in vitest's module graph), and, through a Node resolve hook
+// given to the forks, in the worker threads that tests start.
 const floorDrivers = driversSetting() === "floor";
 const driverAliases = floorDrivers
 	? [
 			{ find: /^mysql2$/, replacement: floorSpecifiers.mysql2 },
 			{ find: /^mysql2\/promise$/, replacement: floorSpecifiers["mysql2/promise"] },
 			{ find: /^undici$/, replacement: floorSpecifiers.undici },
+			{ find: /^@middy\/core$/, replacement: floorSpecifiers["@middy/core"] },
 		]
 	: [];
 

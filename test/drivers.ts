@@ -1,8 +1,9 @@
-// Which versions of the drivers (mysql2, undici) a test run uses. By default, the ones the lockfile resolves (the
-// latest supported). With MIDDY_CONN_DRIVERS=floor, the lowest versions the packages declare: the root
-// devDependencies `mysql2-floor` (npm:mysql2@<peer floor of @middy-conn/mysql>) and `undici-floor`
-// (npm:undici@<lowest version of @middy-conn/http-pool's dependency range>), which `mysql2`, `mysql2/promise` and
-// `undici` then resolve to:
+// Which versions of the drivers (mysql2, undici) and of Middy (@middy/core) a test run uses. By default, the ones
+// the lockfile resolves (the latest supported). With MIDDY_CONN_DRIVERS=floor, the lowest versions the packages
+// declare: the root devDependencies `mysql2-floor` (npm:mysql2@<peer floor of @middy-conn/mysql>), `undici-floor`
+// (npm:undici@<lowest version of @middy-conn/http-pool's dependency range>) and `@middy/core-floor`
+// (npm:@middy/core@<peer floor of the packages>), which `mysql2`, `mysql2/promise`, `undici` and `@middy/core`
+// then resolve to:
 // - in vitest's module graph (test files and the packages' sources): vitest.config.ts's `resolve.alias`;
 // - in worker threads started by a test (the harness's startWorkerThreadsEnvironment): drivers-floor-hook.ts, a
 //   Node resolve hook that vitest passes to its forks with `--import`, and that worker threads inherit.
@@ -25,6 +26,7 @@ export const floorSpecifiers = {
 	mysql2: "mysql2-floor",
 	"mysql2/promise": "mysql2-floor/promise",
 	undici: "undici-floor",
+	"@middy/core": "@middy/core-floor",
 } as const;
 
 /** Where `specifier` goes under MIDDY_CONN_DRIVERS=floor; undefined for any other specifier. */
@@ -34,7 +36,19 @@ export const floorSpecifier = (specifier: string): string | undefined =>
 		: undefined;
 
 type Driver = "mysql2" | "undici";
-type DriverModule = keyof typeof floorSpecifiers;
+type DriverModule = "mysql2" | "mysql2/promise" | "undici";
+
+/** The lowest @middy/core the packages accept (their peer range's floor): what @middy/core-floor must be. */
+export const middyCoreFloor = (): string => {
+	const floors = ["lifecycle", "http-pool", "mysql"].map((name) => {
+		const manifest = JSON.parse(
+			readFileSync(new URL(`../packages/${name}/package.json`, import.meta.url), "utf8"),
+		) as { peerDependencies: Record<string, string> };
+		return rangeFloor(manifest.peerDependencies["@middy/core"] ?? "");
+	});
+	if (new Set(floors).size !== 1) throw new Error(`the packages disagree on @middy/core's floor: ${floors}`);
+	return floors[0] as string;
+};
 
 const rootRequire = createRequire(new URL("../package.json", import.meta.url));
 /** A function each driver module exports, to tell which installed copy a module object is. */
