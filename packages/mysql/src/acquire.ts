@@ -10,7 +10,7 @@ import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
 import { learnConnectionId } from "./cancel.ts";
 import { type RetryScope, withConnectRetry } from "./connect-retry.ts";
-import { closedError, connectError } from "./errors.ts";
+import { closedError, connectError, destroyedError } from "./errors.ts";
 import { type Core, coreOf, destroyHard, isDead } from "./mysql2-adapter.ts";
 import type { ResolvedConfig, Settings } from "./options.ts";
 import { mayConnect, type PendingReset, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
@@ -64,7 +64,7 @@ export const connect = async (context: AcquireContext): Promise<Lease> => {
 		if (shared.settings.cancelOnTimeout) sessionId = await learnConnectionId(core.promise());
 	} catch (error) {
 		stats.connectMs = performance.now() - started;
-		if (core) destroyHard(core, "connect failed");
+		if (core) destroyHard(core, destroyedError("connect failed"));
 		if (error instanceof MiddyConnError) throw error;
 		throw connectError(error, resolved.target, resolved.secrets, stats.connectRetries);
 	}
@@ -78,7 +78,7 @@ const openConnection = async (context: AcquireContext, resolved: ResolvedConfig)
 	const core = mysql.createConnection(resolved.driver) as unknown as Core;
 	// Permanent: a core connection emits 'error' when the server closes it between statements.
 	core.on("error", context.onCoreError);
-	const onAbort = () => destroyHard(core, "the invocation ended while connecting");
+	const onAbort = () => destroyHard(core, destroyedError("the invocation ended while connecting"));
 	context.signal.addEventListener("abort", onAbort, { once: true });
 	try {
 		await new Promise<void>((resolve, reject) => {
@@ -87,7 +87,7 @@ const openConnection = async (context: AcquireContext, resolved: ResolvedConfig)
 		});
 		return core;
 	} catch (error) {
-		destroyHard(core, "connect failed");
+		destroyHard(core, destroyedError("connect failed"));
 		throw error;
 	} finally {
 		context.signal.removeEventListener("abort", onAbort);
@@ -148,7 +148,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 				throw closedError(shared.settings.contextKey);
 			}
 			if (!clean) {
-				destroyHard(core, "its reset failed");
+				destroyHard(core, destroyedError("its reset failed"));
 				continue;
 			}
 		}
@@ -164,7 +164,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 			attempt <= pool.connectionLimit &&
 			(isDead(core) || idleSince(pool, core) > pool.idleTimeout)
 		) {
-			destroyHard(core, "stale in the pool");
+			destroyHard(core, destroyedError("stale in the pool"));
 			continue;
 		}
 		core.on("error", context.onCoreError);
@@ -174,7 +174,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 				sessionId = await learnConnectionId(connection);
 			} catch (error) {
 				core.removeListener("error", context.onCoreError);
-				destroyHard(core, "could not read its session id");
+				destroyHard(core, destroyedError("could not read its session id"));
 				stats.connectMs = performance.now() - started;
 				throw connectError(error, pool.resolved.target, pool.resolved.secrets);
 			}

@@ -15,6 +15,7 @@
 import { type Logger, settleWithin } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
+import { destroyedError } from "./errors.ts";
 import { type Core, destroyHard, socketClosed } from "./mysql2-adapter.ts";
 import { poolOnlyKeys, type ResolvedConfig } from "./options.ts";
 
@@ -77,7 +78,7 @@ export const killSession = async (
 	const killed = await settleWithin(killing, budgetMs);
 	// Gone before the invocation returns: a socket left to close later would close in a frozen process.
 	const closed = socketClosed(side);
-	destroyHard(side, "KILL sent");
+	destroyHard(side, destroyedError("KILL sent"));
 	await closed;
 	if (killed.ok) {
 		if ((await killing) !== "not-ours") return true;

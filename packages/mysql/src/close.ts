@@ -14,7 +14,7 @@
 import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
 import type { Lease } from "./acquire.ts";
-import { commitError, unfinishedError } from "./errors.ts";
+import { commitError, destroyedError, unfinishedError } from "./errors.ts";
 import { destroyHard, isDead, isFatal, sendReset, socketClosed } from "./mysql2-adapter.ts";
 import type { Settings } from "./options.ts";
 import type { PendingReset, WarmPool } from "./pool-cache.ts";
@@ -151,7 +151,7 @@ const endSession = async (closing: Closing, budget: number): Promise<void> => {
 				logger.warn("@middy-conn/mysql: could not reset a pooled connection; destroyed it", {
 					code: (error as { code?: string } | undefined)?.code,
 				});
-				destroyHard(core, "its reset failed");
+				destroyHard(core, destroyedError("its reset failed"));
 				return false;
 			},
 		),

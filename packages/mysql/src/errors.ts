@@ -144,6 +144,10 @@ export const unfinishedError = (target: Target | undefined): MiddyConnError =>
 		{ package: pkg, code: errorCodes.unfinished, ...(target ? { details: targetDetails(target) } : {}) },
 	);
 
+/** The middleware gave the connection up (`why`: a failed connect or reset, a stale connection...). */
+export const destroyedError = (why: string): MiddyConnError =>
+	new MiddyConnError(`MySQL connection destroyed: ${why}`, { package: pkg, code: errorCodes.destroyed });
+
 /** Middy's early timeout (or the background tasks' deadline) stopped a statement that was still running. */
 export const interruptedError = (cause: unknown): MiddyConnError =>
 	new MiddyConnError(

@@ -23,7 +23,7 @@ import { type Closing, closeLease, isAnswered } from "./close.ts";
 import {
 	closedError,
 	connectionLostError,
-	errorCodes,
+	destroyedError,
 	interruptedError,
 	managedTransactionError,
 	unfinishedError,
@@ -183,7 +183,8 @@ export class InvocationConnection implements InvocationResource {
 	}
 
 	// BEGIN, lazily, before the first statement. `SET TRANSACTION ISOLATION LEVEL` (next transaction only) is sent
-	// only when an isolation level was asked for: it is a session-state statement, which RDS Proxy may pin on.
+	// only when an isolation level was asked for: one more round trip. RDS Proxy tracks the isolation level as a
+	// session variable, so it does not pin the connection (its docs list it among the tracked variables).
 	#beginManaged(connection: Connection): Promise<void> {
 		const transaction = this.#shared.settings.transaction;
 		this.#tx = "open";
@@ -336,13 +337,7 @@ export class InvocationConnection implements InvocationResource {
 		// query stream) cannot be checked: then whatever it runs is taken as ours.
 		const sent = this.#inFlight > 0 ? this.#lastSql : undefined;
 		this.#gaveUp = true;
-		const error =
-			typeof reason === "string"
-				? new MiddyConnError(`MySQL connection destroyed: ${reason}`, {
-						package: pkg,
-						code: errorCodes.destroyed,
-					})
-				: reason;
+		const error = typeof reason === "string" ? destroyedError(reason) : reason;
 		this.#lost ??= error instanceof MiddyConnError ? error : interruptedError(error);
 		destroyHard(lease.core, error);
 		this.#stats.closed = "destroyed";

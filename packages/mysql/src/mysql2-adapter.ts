@@ -8,18 +8,16 @@
 // - `stream`: the core connection's socket. mysql2's destroy() only half-closes it (FIN) and leaves the commands in
 //   flight pending forever; destroying the socket with an error fails them.
 // - `pool._freeConnections`: whether an acquire may open a connection.
-// - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets). A new
-//   pool per credential generation would be the public way, but an IAM token is new on every generation: each
-//   invocation that had to connect would retire the warm connections of the others (Managed Instances).
+// - `pool.config.connectionConfig`: the options the pool copies for each new connection (rotated secrets), and how
+//   mysql2's ConnectionConfig reads the secret options (`password1` folded into `password`, empty strings dropped).
+//   A new pool per credential generation would be the public way, but an IAM token is new on every generation:
+//   each invocation that had to connect would retire the warm connections of the others (Managed Instances).
 // - `_command`/`_commands`: the command queue (whether a statement is in flight; a query stream to fail).
 // - Which config keys mysql2 knows: only its console warning says (optionsMysql2Ignores).
 // How long a pooled connection has been idle is this package's own record (pool-cache.ts), not mysql2's.
 import type { Socket } from "node:net";
-import { MiddyConnError } from "@middy-conn/lifecycle";
 import mysql, { type Connection as CoreConnection } from "mysql2";
 import type { Connection, Pool } from "mysql2/promise";
-import { errorCodes } from "./errors.ts";
-import { pkg } from "./options.ts";
 
 /** mysql2's core (callback) connection, behind a promise connection. */
 export type Core = CoreConnection & {
@@ -48,20 +46,13 @@ export const isFatal = (error: unknown): boolean =>
  * Closes the socket now, failing the commands in flight with `reason`: a handler still awaiting a query gets an
  * error instead of a promise that never settles. A pooled connection leaves its pool.
  */
-export const destroyHard = (core: Core, reason: Error | string): void => {
+export const destroyHard = (core: Core, reason: Error): void => {
 	try {
 		core.destroy();
 	} catch {
 		// already closed
 	}
-	core.stream?.destroy(
-		typeof reason === "string"
-			? new MiddyConnError(`MySQL connection destroyed: ${reason}`, {
-					package: pkg,
-					code: errorCodes.destroyed,
-				})
-			: reason,
-	);
+	core.stream?.destroy(reason);
 };
 
 /** Resolves when the connection's socket has closed (the server has ended the session). */
@@ -80,10 +71,33 @@ export const mayOpenConnection = (pool: Pool): boolean => {
 	return typeof free !== "number" || free === 0;
 };
 
-/** The options the pool copies for each new connection: where a rotated password must go. */
-export const newConnectionConfig = (pool: Pool): Record<string, unknown> | undefined =>
-	(pool.pool as unknown as { config?: { connectionConfig?: Record<string, unknown> } }).config
-		?.connectionConfig;
+/** The secret options of a mysql2 config: a password (or `password1`, its other name) and the further factors. */
+export interface ConnectionSecrets {
+	readonly password?: unknown;
+	readonly password1?: unknown;
+	readonly password2?: unknown;
+	readonly password3?: unknown;
+	readonly passwordSha1?: unknown;
+}
+
+/**
+ * Makes the pool's next new connections authenticate with these secrets (a rotated password, a fresh IAM token).
+ * mysql2 copies `pool.config.connectionConfig` for every connection it opens, so that is where they go, read the
+ * way mysql2's ConnectionConfig reads them: `password1` is another name for `password`, and an empty value is none.
+ * Open connections are unaffected: a password is only checked when a connection authenticates. Returns false when
+ * the pool does not have that config (a mysql2 that moved it).
+ */
+export const setNextConnectionSecrets = (pool: Pool, secrets: ConnectionSecrets): boolean => {
+	const connectionConfig = (
+		pool.pool as unknown as { config?: { connectionConfig?: Record<string, unknown> } }
+	).config?.connectionConfig;
+	if (!connectionConfig) return false;
+	connectionConfig.password = secrets.password || secrets.password1 || undefined;
+	connectionConfig.password2 = secrets.password2 || undefined;
+	connectionConfig.password3 = secrets.password3 || undefined;
+	connectionConfig.passwordSha1 = secrets.passwordSha1 || undefined;
+	return true;
+};
 
 /** The pool's own idleTimeout and connectionLimit, as mysql2 resolved them. */
 export const poolLimits = (pool: Pool): { idleTimeout: number; connectionLimit: number } =>

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { optionsKey } from "@middy-conn/lifecycle";
 import mysql from "mysql2";
 import type { Pool } from "mysql2/promise";
-import { mayOpenConnection, newConnectionConfig, poolLimits } from "./mysql2-adapter.ts";
+import { mayOpenConnection, poolLimits, setNextConnectionSecrets } from "./mysql2-adapter.ts";
 import { isSecretKey, type ResolvedConfig } from "./options.ts";
 import { type LoadReading, newLoadReading } from "./server-pressure.ts";
 
@@ -71,7 +71,8 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 	const existing = pools.get(key);
 	if (existing) {
 		if (existing.resolved !== resolved) {
-			applySecrets(existing, resolved.driver);
+			// A fresh IAM token or a rotated password reaches the pool's next connection (see mysql2-adapter.ts).
+			setNextConnectionSecrets(existing.pool, resolved.driver);
 			existing.resolved = resolved;
 		}
 		return existing;
@@ -93,17 +94,6 @@ export const warmPool = (resolved: ResolvedConfig): WarmPool => {
 	};
 	pools.set(key, entry);
 	return entry;
-};
-
-// mysql2 copies `pool.config.connectionConfig` for every new connection it opens, so updating the password there
-// is what makes a fresh IAM token reach the pool's next connection. Open connections are unaffected: a token is
-// only checked when a connection authenticates.
-const applySecrets = (entry: WarmPool, driver: Record<string, unknown>) => {
-	const connectionConfig = newConnectionConfig(entry.pool);
-	if (!connectionConfig) return;
-	connectionConfig.password = driver.password || driver.password1 || undefined;
-	for (const key of ["password2", "password3", "passwordSha1"])
-		connectionConfig[key] = driver[key] || undefined;
 };
 
 /** The warm pool with this key, if this process still has it. */

@@ -1,5 +1,5 @@
 // mysql2-adapter.ts holds everything this package relies on in mysql2 beyond its documented API (its socket, its
-// command queue, its pool's internals, its ConnectionConfig). Each of its functions is exercised here on its own,
+// command queue, its pool's internals and the config it opens connections with, its ConnectionConfig). Each of its functions is exercised here on its own,
 // against real mysql2 objects talking to the run's MariaDB: a mysql2 release that changes one of those internals
 // fails the test named after the function, not some distant behaviour test.
 //
@@ -18,7 +18,7 @@ import {
 	installedDriver,
 	loadedDriverVersion,
 } from "../../../test/drivers.ts";
-import { errorCodes } from "../src/errors.ts";
+import { destroyedError, errorCodes } from "../src/errors.ts";
 import {
 	type Core,
 	commandInFlight,
@@ -29,10 +29,10 @@ import {
 	isFatal,
 	mayOpenConnection,
 	mysql2OptionNames,
-	newConnectionConfig,
 	optionsMysql2Ignores,
 	parseMysqlUrl,
 	poolLimits,
+	setNextConnectionSecrets,
 	socketClosed,
 } from "../src/mysql2-adapter.ts";
 import { resolveConfig } from "../src/options.ts";
@@ -151,6 +151,8 @@ const greetingThenSilence = async (target: { host: string; port: number }) => {
 describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, () => {
 	it("runs on the mysql2 the setting selects, in the tests and in the adapter's own import", () => {
 		expect(version).toBe(expectedDriverVersion("mysql2"));
+		// The two runs (latest, floor) test two different versions: a floor equal to the latest would test one.
+		expect(expectedDriverVersion("mysql2", "floor")).not.toBe(expectedDriverVersion("mysql2", "latest"));
 		expect(loadedDriverVersion("mysql2/promise", mysql)).toBe(version);
 		// The adapter imports mysql2 itself: its URL parser must be that very copy's.
 		const installed = installedDriver("mysql2") as unknown as {
@@ -187,7 +189,7 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 
 		it("is true at once after destroyHard()", async () => {
 			const { core } = await connect();
-			destroyHard(core, "test");
+			destroyHard(core, new Error("test"));
 			expect(isDead(core)).toBe(true);
 		});
 	});
@@ -216,11 +218,11 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 		const sleepOnCore = (core: Core) =>
 			new Promise<unknown>((resolve) => core.query("SELECT SLEEP(10)", (error) => resolve(error)));
 
-		it("fails a statement in flight with a MiddyConnError carrying the reason, and closes the socket", async () => {
+		it("fails a statement in flight with the package's destroyed error as given, and closes the socket", async () => {
 			const { core } = await connect();
 			const sleeping = sleepOnCore(core);
 			await runningOnServer(core.threadId);
-			destroyHard(core, "the test gave it up");
+			destroyHard(core, destroyedError("the test gave it up"));
 			const error = await within(sleeping, 2000, "the statement of a destroyed connection");
 			expect(error).toBeInstanceOf(MiddyConnError);
 			expect((error as MiddyConnError).message).toBe("MySQL connection destroyed: the test gave it up");
@@ -243,7 +245,7 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			const { connection, core } = await connect();
 			const sleeping = outcome(connection.query("SELECT SLEEP(10)"));
 			await runningOnServer(core.threadId);
-			destroyHard(core, "the test gave it up");
+			destroyHard(core, destroyedError("the test gave it up"));
 			const { error } = await within(sleeping, 2000, "the statement of a destroyed connection");
 			expect(error).toMatchObject({
 				message: "MySQL connection destroyed: the test gave it up",
@@ -256,7 +258,7 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			const first = outcome(connection.query("SELECT SLEEP(10)"));
 			const queued = outcome(connection.query("SELECT 1"));
 			await runningOnServer(core.threadId);
-			destroyHard(core, "the test gave it up");
+			destroyHard(core, destroyedError("the test gave it up"));
 			const settled = await within(
 				Promise.all([first, queued]),
 				2000,
@@ -268,7 +270,7 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 		it("is harmless on a connection already closed", async () => {
 			const { connection, core } = await connect();
 			await connection.end();
-			expect(() => destroyHard(core, "again")).not.toThrow();
+			expect(() => destroyHard(core, destroyedError("again"))).not.toThrow();
 			expect(isDead(core)).toBe(true);
 		});
 
@@ -278,7 +280,7 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			const core = coreOf(pooled);
 			core.on("error", () => {});
 			const first = core.threadId;
-			destroyHard(core, "stale");
+			destroyHard(core, destroyedError("stale"));
 			const next = await within(
 				limited.getConnection(),
 				2000,
@@ -405,18 +407,32 @@ describe(`mysql2-adapter on mysql2 ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			again.release();
 		});
 
-		it("newConnectionConfig: the options the pool's next connection is opened with (a rotated password)", async () => {
-			const rotating = pool({ connectionLimit: 1, password: "an-expired-token" });
-			const config = newConnectionConfig(rotating);
-			expect(config).toMatchObject({ host: db.host, port: db.port, user: db.user, database: db.database });
-			const { error } = await outcome(rotating.getConnection());
-			expect((error as { code?: string }).code).toBe("ER_ACCESS_DENIED_ERROR");
-			if (!config) throw new Error("no connection config");
-			config.password = db.password;
-			const connection = await rotating.getConnection();
-			const [rows] = await connection.query("SELECT CURRENT_USER() AS user");
+		it("setNextConnectionSecrets: the pool's next new connection authenticates with them, a warm one stays", async () => {
+			const rotating = pool({ connectionLimit: 2, password: "an-expired-token" });
+			const denied = async () => {
+				const { error } = await outcome(rotating.getConnection());
+				return (error as { code?: string } | undefined)?.code;
+			};
+			expect(await denied()).toBe("ER_ACCESS_DENIED_ERROR");
+			// password1 is mysql2's other name for the password; an empty password means "use the other one".
+			expect(setNextConnectionSecrets(rotating, { password: "", password1: db.password })).toBe(true);
+			const warm = await rotating.getConnection();
+			const [rows] = await warm.query("SELECT CURRENT_USER() AS user");
 			expect((rows as { user: string }[])[0]?.user).toBe(`${db.user}@%`);
-			connection.release();
+			const warmThread = coreOf(warm).threadId;
+			warm.release();
+			// Rotated to a password the server refuses: the warm connection is reused as it is, a new one is refused.
+			setNextConnectionSecrets(rotating, { password: "revoked" });
+			const reused = await rotating.getConnection();
+			expect(coreOf(reused).threadId).toBe(warmThread);
+			expect(await denied()).toBe("ER_ACCESS_DENIED_ERROR");
+			// And back: the pool's next new connection uses the password given now.
+			setNextConnectionSecrets(rotating, { password: db.password });
+			const fresh = await rotating.getConnection();
+			expect(coreOf(fresh).threadId).not.toBe(warmThread);
+			await fresh.query("SELECT 1");
+			fresh.release();
+			reused.release();
 		});
 
 		it("poolLimits: the pool's connectionLimit and idleTimeout as mysql2 resolved them", () => {
