@@ -12,6 +12,7 @@
 //
 // One set of tasks per invocation, owned by the invocation (see invocation.ts), whichever middlewares it uses.
 
+import { settleWithin } from "./deadline.ts";
 import { lifecycleError, lifecycleErrorCodes } from "./lifecycle-errors.ts";
 import type { Logger } from "./logger.ts";
 
@@ -125,20 +126,16 @@ export class BackgroundTasks {
 	 * instant). Resolves true when every task settled, false at the deadline. Never rejects.
 	 */
 	async settled(deadline: number): Promise<boolean> {
-		if (this.#pending.size === 0) return true;
-		let timer: NodeJS.Timeout | undefined;
-		const expired = new Promise<false>((resolve) => {
-			timer = setTimeout(resolve, Math.max(0, deadline - performance.now()), false);
-		});
-		try {
-			while (this.#pending.size > 0) {
-				const all = Promise.all(this.#pending.values()).then(() => true as const);
-				if (!(await Promise.race([all, expired]))) return false;
-			}
-			return true;
-		} finally {
-			clearTimeout(timer);
+		while (this.#pending.size > 0) {
+			// The tracked promises never reject. At least 1 ms, as a timer of 0 is: tasks that have just settled get
+			// their turn even at the deadline.
+			const all = await settleWithin(
+				Promise.all(this.#pending.values()),
+				Math.max(1, deadline - performance.now()),
+			);
+			if (!all.ok) return false;
 		}
+		return true;
 	}
 
 	/** Stops every task still running: its signal fires, and it is counted (and logged) as aborted. */

@@ -9,8 +9,8 @@
 // with it a REPEATABLE READ read view or a transaction that a failed invocation left open. The next invocations
 // then read a stale snapshot and miss rows that other functions have committed (seed 003).
 import type { MiddlewareObj, Request } from "@middy/core";
-import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
-import { tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
+import { safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
+import { invocationMiddleware, tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
 import type { Shared } from "./acquire.ts";
 import { InvocationConnection, type InvocationDb } from "./invocation-db.ts";
 import {
@@ -84,49 +84,26 @@ export const mysqlConnection = <TContextKey extends string = "db">(
 		poolKey: undefined,
 	};
 
-	const reportsStats = Boolean(settings.onStats || settings.logStats);
-	const invocationOptions = {
-		logger,
-		waitUntilTimeout: settings.waitUntilTimeout,
-		waitUntilReserve: settings.waitUntilReserve,
-	};
-
-	// Where this middleware keeps its handle on the invocation's connection, on the request (one symbol per
-	// middleware, so two databases can be used side by side with two contextKeys).
-	const slot = Symbol(`@middy-conn/mysql:${contextKey}`);
-	type WithSlot = Request & { [slot]?: ResourceHandle };
-
-	// Registers the connection with the invocation before anything can use it: whichever path ends the
-	// invocation closes it. No I/O: the connection is opened by the first statement.
-	const mysqlConnectionMiddlewareBefore = (request: Request): void => {
-		const invocation = Invocation.of(request, invocationOptions);
-		const connection = new InvocationConnection(shared, invocation, request);
-		(request as WithSlot)[slot] = invocation.register(connection);
-		// Stats are reported on every path, an early response included, even when the connection was not used.
-		if (reportsStats) invocation.inUse();
-		const context = request.context as unknown as Record<string, unknown>;
-		context[contextKey] = connection.db;
-		context.waitUntil = invocation.waitUntil;
-	};
-
-	// Success: after the background tasks, commit (with the transaction option), then end or reset and release. A
-	// failed COMMIT fails the invocation: the error goes on to the onError chain. Not async: an invocation that
-	// never used the connection has nothing to wait for, and Middy skips the await when no promise is returned.
-	const mysqlConnectionMiddlewareAfter = (request: Request): Promise<void> | undefined =>
-		(request as WithSlot)[slot]?.end();
-
-	// Failure or Middy's early timeout: roll back (a busy connection was already given up when Middy raised the
-	// timeout). Never rejects: the invocation already fails with its own error, which must not be replaced.
-	const mysqlConnectionMiddlewareOnError = (request: Request): Promise<void> | undefined =>
-		(request as WithSlot)[slot]?.end()?.catch((error: unknown) => {
-			shared.logger.warn("@middy-conn/mysql: cleanup failed", { error: String(error) });
-		});
-
-	return {
-		before: mysqlConnectionMiddlewareBefore,
-		after: mysqlConnectionMiddlewareAfter,
-		onError: mysqlConnectionMiddlewareOnError,
-	};
+	// Before: the connection is registered with the invocation before anything can use it (no I/O: the first
+	// statement opens it). After (success): after the background tasks, commit (with the transaction option), then
+	// end or reset and release; a failed COMMIT fails the invocation, its error going on to the onError chain.
+	// onError (a failure, or Middy's early timeout): roll back; a busy connection was already given up when Middy
+	// raised the timeout.
+	return invocationMiddleware({
+		pkg,
+		name: "mysqlConnection",
+		contextKey,
+		invocationOptions: {
+			logger,
+			waitUntilTimeout: settings.waitUntilTimeout,
+			waitUntilReserve: settings.waitUntilReserve,
+		},
+		reportsStats: Boolean(settings.onStats || settings.logStats),
+		open: (invocation, request) => {
+			const connection = new InvocationConnection(shared, invocation, request);
+			return { resource: connection, value: connection.db };
+		},
+	});
 };
 
 export default mysqlConnection;
