@@ -1,43 +1,41 @@
-// Shared pieces of the http-pool tests: a Lambda-like context, and a logger that records what it is told.
+// Shared pieces of the http-pool tests: a Lambda-like context typed as the handler sees it, and the harness's
+// recording logger as these tests use it.
 import { setImmediate } from "node:timers/promises";
+import { createLambdaContext, type RouteHandler } from "@middy-conn/test-harness";
+import { recordingLogger } from "@middy-conn/test-harness/test-fixtures";
 import type { Context } from "aws-lambda";
-import { vi } from "vitest";
 import type { HttpPoolContext } from "../src/index.ts";
 
-let nextRequestId = 0;
-
 /**
- * A Lambda context; `remainingMs` gives it a clock (Middy's early timeout and the waitUntil deadline use it).
- * Typed as the handler will see it (Middy types a wrapped handler's context with what its middlewares add):
- * httpPool() adds `http` and `waitUntil` in its before.
- */
-/**
- * A Lambda-like context to call a handler with (typed as the handler's context: the middleware adds the rest;
- * `TContext` for a handler behind httpPool({ contextKey })).
+ * The harness's Lambda context (createLambdaContext), typed as the handler sees it (Middy types a wrapped handler's
+ * context with what its middlewares add: httpPool() adds `http` and `waitUntil` in its before; `TContext` for a
+ * handler behind httpPool({ contextKey })). `remainingMs` gives it a clock (Middy's early timeout and the
+ * waitUntil deadline read it); without it the context has none, as in a local run: no early timeout, and
+ * background tasks get waitUntilTimeout.
  */
 export const lambdaContext = <TContext extends Context = HttpContext>(remainingMs?: number): TContext => {
-	const deadline = remainingMs === undefined ? undefined : Date.now() + remainingMs;
-	return {
-		callbackWaitsForEmptyEventLoop: false,
+	const context = createLambdaContext({
 		functionName: "http-pool-test",
-		functionVersion: "$LATEST",
-		invokedFunctionArn: "arn:aws:lambda:eu-west-1:123456789012:function:http-pool-test",
-		memoryLimitInMB: "1024",
-		awsRequestId: `request-${++nextRequestId}`,
-		logGroupName: "/aws/lambda/http-pool-test",
-		logStreamName: "stream",
-		...(deadline === undefined ? {} : { getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) }),
-		done: () => {},
-		fail: () => {},
-		succeed: () => {},
-	} as unknown as TContext;
+		...(remainingMs === undefined ? {} : { timeoutMs: remainingMs }),
+	});
+	if (remainingMs !== undefined) return context as TContext;
+	const { getRemainingTimeInMillis: _noClock, ...withoutClock } = context;
+	return withoutClock as TContext;
 };
 
-/** A logger shaped like console and the Powertools Logger, recording every call. */
-export const spyLogger = () => ({
-	info: vi.fn<(message: string, ...extra: unknown[]) => void>(),
-	warn: vi.fn<(message: string, ...extra: unknown[]) => void>(),
-	error: vi.fn<(message: string, ...extra: unknown[]) => void>(),
+/** The harness's recording logger, its spies alone: `expect(logger.warn).toHaveBeenCalledWith(…)`. */
+export const spyLogger = () => recordingLogger().logger;
+
+/**
+ * The test server's audit endpoint, which the tests' background tasks POST to: it answers `{}` after `delayMs`.
+ * With the default 30 ms, a POST still in flight when the handler returns is lost on Lambda unless something
+ * waits for it; 0 answers at once.
+ */
+export const auditRoute = (delayMs = 30): Record<"/audit", RouteHandler> => ({
+	"/audit": (_request, response) => {
+		if (delayMs === 0) response.end("{}");
+		else setTimeout(() => response.end("{}"), delayMs);
+	},
 });
 
 /** Records unhandled rejections while a test runs: there must be none. */

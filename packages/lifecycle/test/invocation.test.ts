@@ -8,10 +8,12 @@ import { setTimeout as sleep, setImmediate as tick } from "node:timers/promises"
 import middy, { type MiddlewareObj, type Request } from "@middy/core";
 import { executionModeStreamifyResponse } from "@middy/core/executionModeStreamifyResponse";
 import {
+	createLambdaContext,
 	installLambdaStreaming,
 	invokeStreaming,
 	type StreamingInvokeOptions,
 } from "@middy-conn/test-harness";
+import { recordingLogger } from "@middy-conn/test-harness/test-fixtures";
 import type { Context } from "aws-lambda";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import {
@@ -72,12 +74,6 @@ type TestEvent = { id?: number; path?: string };
 
 const testContext = (context: Context) => context as TestContext;
 
-/** A Lambda context with `ms` left on its clock (Middy's early timeout and the tasks' deadline read it). */
-const lambdaContext = (ms = 10_000): Context => {
-	const deadline = Date.now() + ms;
-	return { getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()) } as Context;
-};
-
 interface ClosedEnd {
 	readonly name: Name;
 	/** The `id` of the event of the invocation that registered the resource. */
@@ -93,7 +89,7 @@ interface ClosedEnd {
  */
 const lifecycleKit = (options: Partial<InvocationOptions> = {}) => {
 	const log: string[] = [];
-	const logger = { info: vi.fn(), warn: vi.fn(), error: vi.fn() };
+	const { logger } = recordingLogger();
 	const invocations: Invocation[] = [];
 	const waitUntils: WaitUntil[] = [];
 	const ends: ClosedEnd[] = [];
@@ -375,7 +371,7 @@ const expectedOutcome = (outcome: Path["outcome"]): Outcome =>
 
 const run = (kit: Kit, path: Path, core: MiddlewareObj[] = kit.core()) => {
 	const handler = path.build(core);
-	return invoke(kit, () => handler({}, lambdaContext(path.remainingMs)));
+	return invoke(kit, () => handler({}, createLambdaContext({ timeoutMs: path.remainingMs })));
 };
 
 describe("1. every registered resource is closed (or destroyed) exactly once, before the invocation's promise settles", () => {
@@ -527,7 +523,7 @@ describe("4. the end is `unfinished` when the handler's work was still in flight
 			(_event: unknown, context: Context) => handler(testContext(context)),
 			plugin,
 		).use(kit.core());
-		await invoke(kit, () => invocation({}, lambdaContext(300)));
+		await invoke(kit, () => invocation({}, createLambdaContext({ timeoutMs: 300 })));
 		expect(kit.ends.map(({ name, end }) => [name, end.unfinished])).toEqual([
 			["b", unfinished],
 			["a", unfinished],
@@ -550,7 +546,7 @@ describe("5. Middy's TimeoutError is acted on when Middy raises it, before any o
 			.use({ onError: () => void kit.log.push("onError registered first (runs last)") })
 			.use(kit.core())
 			.use({ onError: () => void kit.log.push("onError registered last (runs first)") });
-		const outcome = await invoke(kit, () => handler({}, lambdaContext(300)));
+		const outcome = await invoke(kit, () => handler({}, createLambdaContext({ timeoutMs: 300 })));
 
 		const timeout = (outcome as { throws: unknown }).throws;
 		expect(isMiddyTimeout(timeout)).toBe(true);
@@ -600,7 +596,7 @@ describe("5. Middy's TimeoutError is acted on when Middy raises it, before any o
 					]);
 				},
 			});
-		await invoke(kit, () => handler({}, lambdaContext(300)));
+		await invoke(kit, () => handler({}, createLambdaContext({ timeoutMs: 300 })));
 		expect(kit.log).toContain("statement failed: timeout");
 		expect(kit.log).not.toContain("gave up waiting for the statement");
 	});
@@ -628,7 +624,7 @@ describe("6. an onError that throws leaves no time: everything open is destroyed
 						throw thrown;
 					},
 				});
-			const outcome = await invoke(kit, () => handler({}, lambdaContext()));
+			const outcome = await invoke(kit, () => handler({}, createLambdaContext()));
 			expect(outcome).toEqual({ throws: thrown });
 			expect((outcome as { throws: unknown }).throws).toBe(thrown);
 			const microtask = kit.log.indexOf("next microtask");
@@ -650,7 +646,7 @@ describe("6. an onError that throws leaves no time: everything open is destroyed
 		const handler = middy(async () => fail("handler failed")())
 			.use({ onError: fail("onError failed") })
 			.use(kit.core());
-		expect(await invoke(kit, () => handler({}, lambdaContext()))).toEqual(
+		expect(await invoke(kit, () => handler({}, createLambdaContext()))).toEqual(
 			expectedOutcome({ throws: "onError failed" }),
 		);
 		expect(kit.log).toEqual([
@@ -674,7 +670,7 @@ describe("6. an onError that throws leaves no time: everything open is destroyed
 					request.error = new Error("mapped", { cause: request.error });
 				},
 			});
-		const outcome = await invoke(kit, () => handler({}, lambdaContext()));
+		const outcome = await invoke(kit, () => handler({}, createLambdaContext()));
 		expect(kit.log).toEqual([
 			"a:open",
 			"b:open",
@@ -732,7 +728,9 @@ describe("7. the background tasks' deadline", () => {
 		// waitUntilTimeout alone would outlast the test's own timeout.
 		const kit = lifecycleKit({ waitUntilTimeout: 600_000, waitUntilReserve: 9_950 });
 		const handler = middy(async () => "ok").use(kit.core(hung(kit)));
-		expect(await invoke(kit, () => handler({}, lambdaContext(10_000)))).toEqual({ returns: "ok" });
+		expect(await invoke(kit, () => handler({}, createLambdaContext({ timeoutMs: 10_000 })))).toEqual({
+			returns: "ok",
+		});
 		expect(kit.log).toContain("a:interrupt:MIDDY_CONN_WAIT_UNTIL_DEADLINE");
 		expect(kit.invocations[0]?.backgroundTasks.aborted).toBe(2);
 	});
@@ -754,7 +752,7 @@ describe("8. streaming (executionModeStreamifyResponse): resources stay open unt
 			middlewares,
 		);
 		return (options: StreamingInvokeOptions = {}) =>
-			invokeStreaming(streamingHandler, {}, lambdaContext(), { ...options, timeline: kit.log });
+			invokeStreaming(streamingHandler, {}, createLambdaContext(), { ...options, timeline: kit.log });
 	};
 
 	/** A body that reads from resource a for each of its rows (like rows streamed from a query). */
@@ -973,7 +971,7 @@ describe("9. concurrent invocations in one process (Lambda Managed Instances)", 
 			id,
 			path: pathOf[id % 3] as (typeof pathOf)[number],
 		}));
-		const results = await Promise.all(events.map((event) => handler(event, lambdaContext())));
+		const results = await Promise.all(events.map((event) => handler(event, createLambdaContext())));
 
 		expect(kit.maxOpen).toBeGreaterThan(2); // they really overlapped
 		expect(new Set(kit.invocations).size).toBe(50);
@@ -1028,7 +1026,7 @@ describe("an invocation that uses nothing is not observed (it has nothing to lea
 				return (request.internal as { handle: { end(): Promise<void> | undefined } }).handle.end();
 			},
 		});
-		expect(await handler({}, lambdaContext())).toBe("ok");
+		expect(await handler({}, createLambdaContext())).toBe("ok");
 		expect(seen[0]).toHaveProperty("value", "ok");
 		expect(log).toEqual(["close"]);
 	});
@@ -1051,7 +1049,7 @@ describe("an invocation that uses nothing is not observed (it has nothing to lea
 					return "early";
 				},
 			});
-		expect(await handler({}, lambdaContext())).toBe("early");
+		expect(await handler({}, createLambdaContext())).toBe("early");
 		expect(log).toEqual(["task done", "close"]);
 	});
 
@@ -1079,7 +1077,7 @@ describe("an invocation that uses nothing is not observed (it has nothing to lea
 			onError: (request) =>
 				(request.internal as { handle: { end(): Promise<void> | undefined } }).handle.end(),
 		});
-		await expect(handler({}, lambdaContext())).rejects.toThrow("handler failed");
+		await expect(handler({}, createLambdaContext())).rejects.toThrow("handler failed");
 		expect(ends).toEqual(["error"]);
 	});
 });

@@ -24,18 +24,7 @@ export const invoke = <TResult = unknown>(
 		"getRemainingTimeInMillis" in context ? context : createLambdaContext(context),
 	);
 
-export { outcome } from "@middy-conn/test-harness/test-fixtures";
-
-/** A logger that records, for assertions (and keeps the test output quiet). */
-export const recordingLogger = () => {
-	const lines: { level: string; message: string; extra: unknown[] }[] = [];
-	const at =
-		(level: string) =>
-		(message: string, ...extra: unknown[]) => {
-			lines.push({ level, message, extra });
-		};
-	return { lines, logger: { info: at("info"), warn: at("warn"), error: at("error") } };
-};
+export { outcome, recordingLogger } from "@middy-conn/test-harness/test-fixtures";
 
 /**
  * A loopback TCP proxy whose open connections can be frozen: bytes stop flowing both ways and nothing is closed,
