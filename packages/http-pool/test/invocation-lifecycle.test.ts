@@ -25,18 +25,11 @@ import {
 	type HttpPoolStats,
 	httpPool,
 } from "../src/index.ts";
-import { type HttpContext, lambdaContext, spyLogger } from "./helpers.ts";
+import { auditRoute, type HttpContext, lambdaContext, spyLogger } from "./helpers.ts";
 
 // After each test, in this order (after-hooks run last registered first): the pools are closed, the server's
 // sockets are all gone, the database user's sessions too (killed if a failed test left some), the stats reset.
-const server = useHttpServer({
-	routes: {
-		// An audit endpoint that takes a moment to answer: a background task POSTs to it.
-		"/audit": (_req, res) => {
-			setTimeout(() => res.end("{}"), 30);
-		},
-	},
-});
+const server = useHttpServer({ routes: auditRoute() });
 const { admin, db: database } = useTestDatabase("http_lifecycle", {
 	tables: ["audit (id INT AUTO_INCREMENT PRIMARY KEY, tag VARCHAR(100) NOT NULL) ENGINE=InnoDB"],
 	settle: "kill",

@@ -25,19 +25,18 @@ import {
 	type HttpPoolStats,
 	httpPool,
 } from "../src/index.ts";
-import { type HttpContext, lambdaContext, spyLogger, watchUnhandledRejections } from "./helpers.ts";
+import {
+	auditRoute,
+	type HttpContext,
+	lambdaContext,
+	spyLogger,
+	watchUnhandledRejections,
+} from "./helpers.ts";
 
 // Middy reads the `awslambda` global when a streaming handler is created.
 installLambdaStreaming();
 
-const server = useHttpServer({
-	routes: {
-		// An audit endpoint: a background task POSTs to it.
-		"/audit": (_req, res) => {
-			res.end("{}");
-		},
-	},
-});
+const server = useHttpServer({ routes: auditRoute(0) });
 usePoolCleanup(closeHttpPools);
 
 const MiB = 1024 * 1024;

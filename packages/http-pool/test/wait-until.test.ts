@@ -9,17 +9,15 @@ import {
 	type HttpPoolStats,
 	httpPool,
 } from "../src/index.ts";
-import { type HttpContext, lambdaContext, spyLogger, watchUnhandledRejections } from "./helpers.ts";
+import {
+	auditRoute,
+	type HttpContext,
+	lambdaContext,
+	spyLogger,
+	watchUnhandledRejections,
+} from "./helpers.ts";
 
-const server = useHttpServer({
-	routes: {
-		// An audit endpoint that takes a while to answer: a POST still in flight when the handler returns is lost on
-		// Lambda unless something waits for it.
-		"/audit": (_req, res) => {
-			setTimeout(() => res.end("{}"), 30);
-		},
-	},
-});
+const server = useHttpServer({ routes: auditRoute() });
 usePoolCleanup(closeHttpPools);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -116,6 +116,18 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		return { timeline, stats, middleware, problems };
 	};
 
+	/** The order of a body that ended: its last byte, the connection closed, the response stream ended, the return. */
+	const closedAfterTheBody = [
+		"body:end",
+		`mysql:${closedGracefully}`,
+		"response:finished",
+		"handler:resolved",
+	];
+	/** The server settles back to the mode's warm connections: nothing the invocation opened is left behind. */
+	const expectBackToWarm = async () => {
+		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+	};
+
 	it("delivers every row of a query stream piped through NDJSON, and closes the connection after its last byte", async () => {
 		const { timeline, stats, middleware, problems } = setup();
 		const handler = streaming()
@@ -134,16 +146,11 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(result.body.toString("utf8")).toBe(expectedNdjson);
 		expect(result.flow.drains).toBeGreaterThan(0);
 		// the body ended, then the connection closed, then the response stream ended, then the invocation returned
-		expect(timeline).toEqual([
-			"body:end",
-			`mysql:${closedGracefully}`,
-			"response:finished",
-			"handler:resolved",
-		]);
+		expect(timeline).toEqual(closedAfterTheBody);
 		expect(stats).toHaveLength(1);
 		expect(stats[0]).toMatchObject({ connected: true, closed: closedGracefully, transaction: "none" });
 		expect(problems()).toEqual([]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("delivers a body that fetches its rows page by page with context.db.query while it is written", async () => {
@@ -172,15 +179,10 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		// a bare stream (InvokeWithResponseStream): no HTTP prelude
 		expect(result.prelude).toBeUndefined();
 		expect(result.body.toString("utf8")).toBe(expectedNdjson);
-		expect(timeline).toEqual([
-			"body:end",
-			`mysql:${closedGracefully}`,
-			"response:finished",
-			"handler:resolved",
-		]);
+		expect(timeline).toEqual(closedAfterTheBody);
 		expect(stats[0]).toMatchObject({ queries: ROWS / pageSize + 1, closed: closedGracefully });
 		expect(problems()).toEqual([]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("commits what the body wrote only once the body has ended (transaction: true)", async () => {
@@ -208,13 +210,8 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(seenDuringBody).toEqual([[], [], [], [], []]);
 		expect(await committedChunks()).toEqual([0, 1, 2, 3, 4]);
 		expect(stats[0]).toMatchObject({ transaction: "committed", closed: closedGracefully });
-		expect(timeline).toEqual([
-			"body:end",
-			`mysql:${closedGracefully}`,
-			"response:finished",
-			"handler:resolved",
-		]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		expect(timeline).toEqual(closedAfterTheBody);
+		await expectBackToWarm();
 	});
 
 	it("rolls back what the body wrote when the body fails midway, and the invocation fails with its error", async () => {
@@ -243,7 +240,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(stats[0]).toMatchObject({ transaction: "rolled-back", closed: closedGracefully });
 		// the rollback was over before the invocation failed
 		expect(timeline.indexOf(`mysql:${closedGracefully}`)).toBeLessThan(timeline.indexOf("handler:rejected"));
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("gives up the connection (and its running query) when the body is destroyed before its end", async () => {
@@ -276,7 +273,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 				return { statusCode: 200, body: String(rows[0]?.n) };
 			});
 		expect((await invokeStreaming(next)).body.toString()).toBe(String(ROWS));
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("fails the body with the connection's error when the connection is lost while a query stream reads it", async () => {
@@ -333,7 +330,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(stats).toHaveLength(1);
 		expect(stats[0]?.closed).toBe(closedGracefully);
 		expect(timeline.indexOf(`mysql:${closedGracefully}`)).toBeLessThan(timeline.indexOf("handler:rejected"));
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("gives up the connection when the response stream fails midway (a write error), and the invocation fails", async () => {
@@ -370,13 +367,8 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(result.clientGone).toBe(true);
 		expect(stats[0]).toMatchObject({ transaction: "committed", closed: closedGracefully });
 		expect(await committedChunks()).toEqual([7]);
-		expect(timeline).toEqual([
-			"body:end",
-			`mysql:${closedGracefully}`,
-			"response:finished",
-			"handler:resolved",
-		]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		expect(timeline).toEqual(closedAfterTheBody);
+		await expectBackToWarm();
 	});
 
 	it("fails the response stream and the invocation when the COMMIT at the end of the body cannot happen", async () => {
@@ -426,13 +418,8 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(result.prelude).toEqual({ statusCode: 200 });
 		expect(result.body.toString("utf8")).toBe(expectedNdjson);
 		expect(stats[0]?.closed).toBe(closedGracefully);
-		expect(timeline).toEqual([
-			"body:end",
-			`mysql:${closedGracefully}`,
-			"response:finished",
-			"handler:resolved",
-		]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		expect(timeline).toEqual(closedAfterTheBody);
+		await expectBackToWarm();
 	});
 
 	it("commits a streamed early response when its body has ended, as on any early response (transaction: true)", async () => {
@@ -455,7 +442,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		// the same outcome as the early response of a buffered invocation (transaction.test.ts)
 		expect(await committedChunks()).toEqual([1]);
 		expect(stats[0]).toMatchObject({ transaction: "committed", closed: closedGracefully });
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("keeps the connection for a body that an outer after wraps (gzip), until the wrapped body ends", async () => {
@@ -483,13 +470,8 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(result.prelude).toEqual({ statusCode: 200, headers: { "content-encoding": "gzip" } });
 		expect(gunzipSync(result.body).toString("utf8")).toBe(expectedNdjson);
 		expect(stats[0]?.closed).toBe(closedGracefully);
-		expect(timeline).toEqual([
-			"body:end",
-			`mysql:${closedGracefully}`,
-			"response:finished",
-			"handler:resolved",
-		]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		expect(timeline).toEqual(closedAfterTheBody);
+		await expectBackToWarm();
 	});
 
 	it("still closes the connection before the invocation returns when an outer after replaces the streamed response", async () => {
@@ -547,7 +529,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 			"response:finished",
 			"handler:resolved",
 		]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 
 	it("standard mode: a { statusCode, body: string } response is closed in the after, as before", async () => {
@@ -566,7 +548,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		expect(response).toEqual({ statusCode: 200, body: `${ROWS} rows` });
 		expect(stats[0]?.closed).toBe(closedGracefully);
 		expect(timeline).toEqual([`mysql:${closedGracefully}`, "outer after", "handler:resolved"]);
-		expect(await admin.settleConnections(db.user, warm)).toBe(warm);
+		await expectBackToWarm();
 	});
 });
 
