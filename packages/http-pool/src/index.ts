@@ -1,15 +1,17 @@
 // @middy-conn/http-pool: a warm undici pool in `context.http`, and `context.waitUntil` for background work that
 // really arrives. See README.md for the options and the Lambda lifecycle they are chosen for.
 import type { MiddlewareObj, Request } from "@middy/core";
-import { Invocation, type ResourceHandle, safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
-import { tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
+import { safeLogger, type WaitUntil } from "@middy-conn/lifecycle";
+import { invocationMiddleware, tlsSettingsCheck } from "@middy-conn/lifecycle/internal";
 import type { Dispatcher } from "undici";
 import { HttpInvocation } from "./invocation.ts";
-import { connectorKeys, type HttpPoolOptions, httpPoolValidateOptions, pkg } from "./options.ts";
+import { type HttpPoolOptions, httpPoolValidateOptions, pkg } from "./options.ts";
 import { dispatcherKey, sharedDispatcher } from "./shared-dispatcher.ts";
 import type { HttpPoolStats } from "./telemetry.ts";
+import { undiciConnectorKeys } from "./undici-adapter.ts";
 
 export type { BackgroundTask, WaitUntil } from "@middy-conn/lifecycle";
+export { MiddyConnError } from "@middy-conn/lifecycle";
 export { errorCodes } from "./errors.ts";
 export type { InvocationDispatcher } from "./invocation-dispatcher.ts";
 export type {
@@ -18,7 +20,7 @@ export type {
 	HttpPoolOptions,
 	HttpPoolRetryOptions,
 } from "./options.ts";
-export { defaults } from "./options.ts";
+export { defaults, httpPoolValidateOptions } from "./options.ts";
 export { closeHttpPools } from "./shared-dispatcher.ts";
 export type { HttpPoolStats } from "./telemetry.ts";
 
@@ -62,7 +64,7 @@ export const httpPool = <TContextKey extends string = "http">(
 	tlsSettingsCheck(logger, pkg, {
 		option: "connect",
 		instead: "Pass connect.ca instead to trust a private CA",
-		driverKeys: connectorKeys,
+		driverKeys: undiciConnectorKeys,
 	})(options.connect);
 	const key = dispatcherKey(options);
 	// Created now, at cold start, so that every invocation finds it; looked up by each invocation at its first
@@ -71,42 +73,23 @@ export const httpPool = <TContextKey extends string = "http">(
 	const shared = () => sharedDispatcher(key, options);
 	shared();
 
-	const reportsStats = Boolean(options.onStats || options.logStats);
-	const invocationOptions = {
-		logger,
-		waitUntilTimeout: options.waitUntilTimeout,
-		waitUntilReserve: options.waitUntilReserve,
-	};
-	// Where this middleware keeps its handle on the invocation's requests, on the request (one symbol per
-	// middleware instance, as @middy-conn/mysql does).
-	const slot = Symbol(`${pkg}:${options.contextKey}`);
-	type WithSlot = Request & { [slot]?: ResourceHandle };
-
-	// Registers the invocation's dispatcher with the invocation, whose teardown closes it on every path (after
+	// The invocation's dispatcher is registered with the invocation, whose teardown closes it on every path (after
 	// the background tasks).
-	const httpPoolMiddlewareBefore = (request: Request) => {
-		const invocation = Invocation.of(request, invocationOptions);
-		const http = new HttpInvocation(invocation, request, shared, options, logger);
-		(request as WithSlot)[slot] = invocation.register(http);
-		// Stats are reported on every path, an early response included, even when nothing was sent.
-		if (reportsStats) invocation.inUse();
-		const context = request.context as unknown as Record<string, unknown>;
-		context[options.contextKey] = http.dispatcher;
-		context.waitUntil = invocation.waitUntil;
-	};
-
-	const httpPoolMiddlewareAfter = (request: Request) => (request as WithSlot)[slot]?.end();
-
-	const httpPoolMiddlewareOnError = (request: Request) =>
-		(request as WithSlot)[slot]?.end()?.catch((error: unknown) => {
-			logger.warn(`${pkg}: cleanup failed`, { error });
-		});
-
-	const middleware = {
-		before: httpPoolMiddlewareBefore,
-		after: httpPoolMiddlewareAfter,
-		onError: httpPoolMiddlewareOnError,
-	};
+	const middleware = invocationMiddleware({
+		pkg,
+		name: "httpPool",
+		contextKey: options.contextKey,
+		invocationOptions: {
+			logger,
+			waitUntilTimeout: options.waitUntilTimeout,
+			waitUntilReserve: options.waitUntilReserve,
+		},
+		reportsStats: Boolean(options.onStats || options.logStats),
+		open: (invocation, request) => {
+			const http = new HttpInvocation(invocation, request, shared, options, logger);
+			return { resource: http, value: http.dispatcher };
+		},
+	});
 	Object.defineProperty(middleware, "dispatcher", {
 		enumerable: false,
 		get: shared,

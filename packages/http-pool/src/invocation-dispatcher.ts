@@ -3,22 +3,16 @@
 // The shared dispatcher (a pool of keep-alive connections) outlives invocations; what an invocation leaves open
 // on it must not. Every request goes through the invocation's RequestTracker (request-tracker.ts), which the
 // invocation's end drains or aborts (invocation.ts).
-import { Dispatcher, Dispatcher1Wrapper } from "undici";
+import { Dispatcher } from "undici";
 import { errorCodes, httpPoolError } from "./errors.ts";
 import type { RequestTracker } from "./request-tracker.ts";
 import { type HttpPoolStats, kAttribution } from "./telemetry.ts";
 import type { TrackedRequest } from "./tracked-request.ts";
+import { asCurrentHandler, forLegacyHandler, tagDispatch } from "./undici-adapter.ts";
 
 type DispatchHandler = Dispatcher.DispatchHandler;
 type DispatchController = Dispatcher.DispatchController;
 type DispatchOptions = Dispatcher.DispatchOptions;
-
-/** Wraps handlers written for undici ≤ 7 (`onConnect`, `onHeaders`...), such as those of Node's own fetch. */
-const asCurrentHandler = (handler: DispatchHandler): { handler: DispatchHandler; legacy: boolean } => {
-	if (typeof handler?.onRequestStart === "function") return { handler, legacy: false };
-	const wrapper = Dispatcher1Wrapper as unknown as { wrapHandler(handler: unknown): DispatchHandler };
-	return { handler: wrapper.wrapHandler(handler), legacy: true };
-};
 
 /**
  * The per-invocation dispatcher behind `context.http`. Works with `context.http.request(...)`, and with
@@ -52,14 +46,15 @@ export class InvocationDispatcher extends Dispatcher {
 	}
 
 	override dispatch(opts: DispatchOptions, handler: DispatchHandler): boolean {
+		// Handlers written for undici ≤ 7 (`onConnect`, `onHeaders`...), such as those of Node's own fetch, wrapped.
 		const { handler: current, legacy } = asCurrentHandler(handler);
 		let tracked: TrackedRequest | undefined;
 		try {
-			const forwarded: DispatchOptions & Record<symbol, unknown> = { ...opts, origin: this.#originFor(opts) };
-			// undici ≤ 7 consumers cannot read HTTP/2 responses (Dispatcher1Wrapper does the same).
-			if (legacy) (forwarded as { allowH2?: boolean }).allowH2 = false;
+			const forwarded: DispatchOptions = { ...opts, origin: this.#originFor(opts) };
+			// undici ≤ 7 consumers cannot read HTTP/2 responses.
+			if (legacy) forLegacyHandler(forwarded);
 			tracked = this.#tracker.track(current, forwarded);
-			forwarded[kAttribution] = tracked;
+			tagDispatch(forwarded, kAttribution, tracked);
 			// Once per invocation: a pool closed mid-invocation (closeHttpPools() in a SIGTERM handler) fails this
 			// invocation's later requests rather than being replaced by a new pool that nobody would close.
 			this.#dispatcher ??= this.#shared();

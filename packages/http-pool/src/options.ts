@@ -123,7 +123,8 @@ export const defaults = {
 	// undici's 300 s exceeds most Lambda timeouts: a hung peer would take the whole invocation with it.
 	headersTimeout: 10_000,
 	bodyTimeout: 10_000,
-	connect: {},
+	// Certificate verification is on unless the caller turns it off explicitly (and is warned).
+	connect: { rejectUnauthorized: true } as HttpPoolConnectOptions,
 	// HTTP/1.1: `connections` then means what it says for a third party's limit, an unread body holds one socket
 	// that the end-of-invocation cleanup can give back, and a session lost during a freeze takes one request with
 	// it rather than every multiplexed stream.
@@ -223,26 +224,6 @@ const checkOrigin = (origin: string): string => {
 	return url.origin;
 };
 
-// undici's connect options are Node's tls options, and those of its connector and of net.connect, which it passes
-// through: the keys beyond Node's tls ones, for the check of unknown keys (a warning: see tlsSettingsCheck).
-export const connectorKeys: readonly string[] = [
-	"maxCachedSessions",
-	"allowH2",
-	"highWaterMark",
-	"keepAlive",
-	"keepAliveInitialDelay",
-	"noDelay",
-	"localAddress",
-	"localPort",
-	"family",
-	"hints",
-	"lookup",
-	"autoSelectFamily",
-	"autoSelectFamilyAttemptTimeout",
-	"socketPath",
-	"timeout",
-];
-
 const checkConnect = (connect: Record<string, unknown>) => {
 	const { ca, rejectUnauthorized, servername } = connect;
 	const isPem = (value: unknown) => typeof value === "string" || value instanceof Uint8Array;
@@ -298,7 +279,7 @@ export const httpPoolValidateOptions = (options: HttpPoolOptions<string> = {}): 
 		...withoutUndefined(options as Record<string, unknown>),
 		origin,
 		retry,
-		connect: { ...(options.connect ?? {}) },
+		connect: { ...defaults.connect, ...options.connect },
 		interceptors: [...(options.interceptors ?? [])],
 	};
 	if (resolved.keepAliveMaxTimeout < resolved.keepAliveTimeout) {

@@ -19,6 +19,7 @@ import { interceptors } from "undici";
 import { errorCodes, httpPoolError } from "./errors.ts";
 import type { ResolvedRetryOptions } from "./options.ts";
 import { kAttribution } from "./telemetry.ts";
+import { dispatchTag, replayAfter } from "./undici-adapter.ts";
 
 /** Methods that RFC 9110 defines as idempotent (QUERY from the safe-method draft). */
 const idempotentMethods = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "QUERY"]);
@@ -74,7 +75,7 @@ export const retryPolicy =
 	(settings: ResolvedRetryOptions): NonNullable<RetryPolicy> =>
 	(error, { state, opts }, callback) => {
 		const code = codeOf(error);
-		const wire = (opts as unknown as Record<symbol, unknown>)[kAttribution] as WireState | undefined;
+		const wire = dispatchTag<WireState>(opts, kAttribution);
 		if (
 			code === undefined ||
 			!replayableErrorCodes.has(code) ||
@@ -94,7 +95,7 @@ export const retryPolicy =
 				? 0
 				: Math.min(settings.minTimeout * settings.timeoutFactor ** (state.counter - 2), settings.maxTimeout);
 		// Returning the timer lets undici cancel the wait when the request is aborted meanwhile.
-		return setTimeout(() => callback(null), delay) as unknown as undefined;
+		return replayAfter(delay, callback);
 	};
 
 export const retryInterceptor = (settings: ResolvedRetryOptions): Dispatcher.DispatcherComposeInterceptor =>

@@ -9,6 +9,7 @@ import { Agent, type Dispatcher, Pool } from "undici";
 import type { ResolvedOptions } from "./options.ts";
 import { retryInterceptor } from "./retry.ts";
 import { attributionInterceptor, subscribeTelemetry } from "./telemetry.ts";
+import { isClosed } from "./undici-adapter.ts";
 
 const dispatchers = new Map<string, Dispatcher>();
 
@@ -21,8 +22,8 @@ const poolSettings = (options: ResolvedOptions) => ({
 	headersTimeout: options.headersTimeout,
 	bodyTimeout: options.bodyTimeout,
 	allowH2: options.allowH2,
-	// Certificate verification is on unless the caller turns it off explicitly (and is warned).
-	connect: { rejectUnauthorized: true, ...options.connect },
+	// With rejectUnauthorized: true unless the caller turned it off (defaults.connect).
+	connect: options.connect,
 });
 
 /** The key of the dispatcher these options need: only the options that shape the dispatcher take part. */
@@ -51,8 +52,7 @@ const createDispatcher = (options: ResolvedOptions): Dispatcher => {
 /** The shared dispatcher for these options (created on first use, and again if it was closed). */
 export const sharedDispatcher = (key: string, options: ResolvedOptions): Dispatcher => {
 	let dispatcher = dispatchers.get(key);
-	const usable = dispatcher as (Dispatcher & { closed?: boolean; destroyed?: boolean }) | undefined;
-	if (!dispatcher || usable?.closed || usable?.destroyed) {
+	if (!dispatcher || isClosed(dispatcher)) {
 		dispatcher = createDispatcher(options);
 		dispatchers.set(key, dispatcher);
 	}

@@ -7,16 +7,23 @@
 // can hold the answer. The attribution travels with the request instead:
 // 1. the per-invocation dispatcher puts the request's record in the dispatch options (a symbol key, which the
 //    retry interceptor and ordinary interceptors copy along with the other options);
-// 2. the innermost interceptor, next to the pool, runs the pool's dispatch inside an AsyncLocalStorage holding
-//    that record. undici builds its internal Request synchronously inside that dispatch, or later from its pool
+// 2. the innermost interceptor, next to the pool, runs the pool's dispatch inside a request scope holding that
+//    record (an AsyncLocalStorage: undici-adapter.ts's requestScope). undici builds its internal Request synchronously inside that dispatch, or later from its pool
 //    queue inside the async context captured when the request was queued, so `undici:request:create` sees the
 //    record and pins it on the Request object (once: see `Creating`);
 // 3. `undici:client:sendHeaders` hands over that Request and its socket.
 // The state kept here is about sockets and undici's Request objects, in weak collections keyed by the objects the
 // channels publish (nothing is written onto undici's objects; entries go with them), never about an invocation.
-import { AsyncLocalStorage } from "node:async_hooks";
-import diagnosticsChannel from "node:diagnostics_channel";
+// What this relies on in undici beyond its types (the channels' messages, the async context of request:create, the
+// symbol keys of dispatch options) is in undici-adapter.ts.
 import type { Dispatcher } from "undici";
+import {
+	dispatchTag,
+	onHeadersSent,
+	onRequestCreate,
+	onSocketConnected,
+	requestScope,
+} from "./undici-adapter.ts";
 
 export interface HttpPoolStats {
 	/** Requests of this invocation that had to open a new connection (TCP, and TLS for https). */
@@ -63,9 +70,7 @@ interface Creating {
 	attribution: RequestAttribution | undefined;
 }
 
-const creating = new AsyncLocalStorage<Creating | undefined>();
-
-type Tagged = Record<symbol, unknown>;
+const creating = requestScope<Creating>();
 
 let subscribed = false;
 
@@ -73,20 +78,18 @@ let subscribed = false;
 export const subscribeTelemetry = (): void => {
 	if (subscribed) return;
 	subscribed = true;
-	diagnosticsChannel.subscribe("undici:request:create", (message) => {
-		const box = creating.getStore();
+	onRequestCreate((request) => {
+		const box = creating.current();
 		const attribution = box?.attribution;
 		if (!box || !attribution) return;
 		box.attribution = undefined;
-		owners.set((message as { request: object }).request, attribution);
+		owners.set(request, attribution);
 		attribution.onAttempt();
 	});
-	diagnosticsChannel.subscribe("undici:client:connected", (message) => {
-		const { socket } = message as { socket?: object };
-		if (socket) freshSockets.add(socket);
+	onSocketConnected((socket) => {
+		freshSockets.add(socket);
 	});
-	diagnosticsChannel.subscribe("undici:client:sendHeaders", (message) => {
-		const { request, socket } = message as { request: object; socket?: object };
+	onHeadersSent((request, socket) => {
 		const fresh = socket !== undefined && freshSockets.delete(socket);
 		owners.get(request)?.onSent(fresh);
 	});
@@ -99,6 +102,6 @@ export const subscribeTelemetry = (): void => {
  */
 export const attributionInterceptor: Dispatcher.DispatcherComposeInterceptor = (dispatch) =>
 	function attribute(opts, handler) {
-		const attribution = (opts as unknown as Tagged)[kAttribution] as RequestAttribution | undefined;
+		const attribution = dispatchTag<RequestAttribution>(opts, kAttribution);
 		return creating.run(attribution ? { attribution } : undefined, dispatch, opts, handler);
 	};

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { closeHttpPools, defaults, httpPool } from "../src/index.ts";
+import { closeHttpPools, defaults, httpPool, httpPoolValidateOptions } from "../src/index.ts";
+import { undiciConnectorKeys } from "../src/undici-adapter.ts";
 import { spyLogger } from "./helpers.ts";
 
 describe("options", () => {
@@ -122,6 +123,36 @@ describe("options", () => {
 			logStats: false,
 		});
 		expect(defaults.keepAliveMaxTimeout).toBeLessThan(60_000);
+	});
+
+	it("defaults.connect verifies certificates, and a connect option given keeps that unless it says otherwise", () => {
+		expect(defaults.connect).toEqual({ rejectUnauthorized: true });
+		expect(httpPoolValidateOptions({ connect: { servername: "api.internal" } }).connect).toEqual({
+			rejectUnauthorized: true,
+			servername: "api.internal",
+		});
+		expect(httpPoolValidateOptions({ connect: { rejectUnauthorized: false } }).connect).toEqual({
+			rejectUnauthorized: false,
+		});
+	});
+
+	it.each(undiciConnectorKeys)(
+		"connect.%s, a key undici's connector reads, passes without a warning",
+		async (key) => {
+			const logger = spyLogger();
+			httpPool({ connect: { [key]: undefined }, logger });
+			expect(logger.warn).not.toHaveBeenCalled();
+			await closeHttpPools();
+		},
+	);
+
+	it("a misspelt connect key is named in a warning, with the key it was probably meant to be", async () => {
+		const logger = spyLogger();
+		httpPool({ connect: { preferH2c: true } as never, logger });
+		expect(logger.warn).toHaveBeenCalledWith(
+			"@middy-conn/http-pool: 'connect.preferH2c' is not an option Node's tls knows (did you mean 'preferH2'?); it is passed on as it is",
+		);
+		await closeHttpPools();
 	});
 
 	it("warns when certificate verification is switched off, which never happens silently", async () => {

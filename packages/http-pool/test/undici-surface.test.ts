@@ -1,23 +1,30 @@
 // What @middy-conn/http-pool relies on in undici, each piece exercised on its own against real undici objects and a
-// real HTTP server on 127.0.0.1: the diagnostics channels telemetry.ts reads, the async context a Request is created
-// in, the retry interceptor retry.ts configures, compose() and its order, the composed dispatcher's state
-// (shared-dispatcher.ts), a Dispatcher subclass with undici's request() and a fetch (invocation-dispatcher.ts), and
-// the handler and controller API tracked-request.ts implements. An undici release that changes one of them fails
-// the test named after it, not some distant behaviour test.
+// real HTTP server on 127.0.0.1. First what undici-adapter.ts holds, beyond undici's typed API, one `describe` per
+// reliance its header lists (numbered the same): the legacy handler wrapper, HTTP/1.1 for a legacy handler, the
+// diagnostics channels, the async context a Request is created in, symbol keys of dispatch options, the retry
+// policy's timer, a composed dispatcher's state, and the keys undici's connector reads. Then the typed API used as
+// documented: compose() and its order, the retry interceptor retry.ts configures, a Dispatcher subclass with undici's
+// request() and fetch (invocation-dispatcher.ts), and the handler and controller API tracked-request.ts implements.
+// An undici release that changes one of them fails the test named after it, not some distant behaviour test.
 //
 // Run on the latest undici (the lockfile's) and, with MIDDY_CONN_DRIVERS=floor, on the lowest the dependency range
 // allows (.ci/run runs both). The first test checks which one this run really loaded.
-import { AsyncLocalStorage } from "node:async_hooks";
-import diagnosticsChannel from "node:diagnostics_channel";
+import { readFileSync } from "node:fs";
+import { createSecureServer } from "node:http2";
+import { createRequire } from "node:module";
+import type { AddressInfo } from "node:net";
 import { Socket } from "node:net";
+import { dirname, join } from "node:path";
+import { tlsOptionNames } from "@middy-conn/lifecycle/internal";
 import {
+	createSelfSignedCertificate,
 	type LoopbackServer,
 	startHttpServer,
 	startSilentServer,
 	type TestHttpServer,
 } from "@middy-conn/test-harness";
 import * as undici from "undici";
-import { Agent, Dispatcher, Dispatcher1Wrapper, interceptors, Pool } from "undici";
+import { Agent, Dispatcher, interceptors, Pool } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import {
 	driversSetting,
@@ -27,6 +34,19 @@ import {
 } from "../../../test/drivers.ts";
 import { retryDefaults } from "../src/options.ts";
 import { retryInterceptor } from "../src/retry.ts";
+import {
+	asCurrentHandler,
+	dispatchTag,
+	forLegacyHandler,
+	isClosed,
+	onHeadersSent,
+	onRequestCreate,
+	onSocketConnected,
+	replayAfter,
+	requestScope,
+	tagDispatch,
+	undiciConnectorKeys,
+} from "../src/undici-adapter.ts";
 
 const drivers = driversSetting();
 const version = loadedDriverVersion("undici", undici);
@@ -69,20 +89,22 @@ const track = <T extends Dispatcher>(dispatcher: T): T => {
 	return dispatcher;
 };
 
-/** Subscribes to a channel for the duration of the test file's current test (unsubscribed in `finally`). */
-const listen = (channels: string[]) => {
-	const seen: { channel: string; message: Record<string, unknown> }[] = [];
-	const listeners = channels.map((channel) => {
-		const listener = (message: unknown) =>
-			seen.push({ channel, message: message as Record<string, unknown> });
-		diagnosticsChannel.subscribe(channel, listener);
-		return { channel, listener };
-	});
+/** What the adapter's three channel subscriptions report, until `stop()` (called in the test's `finally`). */
+const listen = () => {
+	const created: object[] = [];
+	const connected: object[] = [];
+	const sent: { request: object; socket: object | undefined }[] = [];
+	const stops = [
+		onRequestCreate((request) => created.push(request)),
+		onSocketConnected((socket) => connected.push(socket)),
+		onHeadersSent((request, socket) => sent.push({ request, socket })),
+	];
 	return {
-		seen,
-		of: (channel: string) => seen.filter((entry) => entry.channel === channel).map((entry) => entry.message),
+		created,
+		connected,
+		sent,
 		stop: () => {
-			for (const { channel, listener } of listeners) diagnosticsChannel.unsubscribe(channel, listener);
+			for (const stop of stops) stop();
 		},
 	};
 };
@@ -120,6 +142,8 @@ const within = <T>(promise: Promise<T>, ms: number): Promise<T> =>
 describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, () => {
 	it("runs on the undici the setting selects, in the tests and in the package's own import", () => {
 		expect(version).toBe(expectedDriverVersion("undici"));
+		// The two runs (latest, floor) test two different versions: a floor equal to the latest would test one.
+		expect(expectedDriverVersion("undici", "floor")).not.toBe(expectedDriverVersion("undici", "latest"));
 		// retry.ts calls interceptors.retry of the undici it imports: it must be this very copy's.
 		const installed = installedDriver("undici") as unknown as typeof undici;
 		const retry = vi.spyOn(installed.interceptors, "retry");
@@ -131,35 +155,129 @@ describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 		}
 	});
 
-	describe("diagnostics channels (telemetry.ts)", () => {
-		const channels = ["undici:request:create", "undici:client:connected", "undici:client:sendHeaders"];
+	describe("1. asCurrentHandler: a Dispatcher of our own (invocation-dispatcher.ts) and its handlers", () => {
+		/** Forwards to `target`, like InvocationDispatcher; wraps handlers written for undici ≤ 7 (HTTP/1.1 only). */
+		class Forwarding extends Dispatcher {
+			readonly handlers: { legacy: boolean }[] = [];
+			readonly target: Dispatcher;
+			constructor(target: Dispatcher) {
+				super();
+				this.target = target;
+			}
+			override dispatch(opts: DispatchOptions, handler: DispatchHandler): boolean {
+				const { handler: current, legacy } = asCurrentHandler(handler);
+				this.handlers.push({ legacy });
+				return this.target.dispatch(legacy ? forLegacyHandler({ ...opts }) : opts, current);
+			}
+			override close(): Promise<void> {
+				return Promise.resolve();
+			}
+			override destroy(): Promise<void> {
+				return Promise.resolve();
+			}
+		}
 
+		it("works with undici's request(), which hands it a current handler", async () => {
+			const own = new Forwarding(track(new Pool(server.origin)));
+			const { statusCode, body } = await undici.request(`${server.origin}/json`, { dispatcher: own });
+			expect(statusCode).toBe(200);
+			expect(await body.json()).toMatchObject({ ok: true });
+			expect(own.handlers).toEqual([{ legacy: false }]);
+		});
+
+		it("works with undici's fetch()", async () => {
+			const own = new Forwarding(track(new Pool(server.origin)));
+			const response = await undici.fetch(`${server.origin}/json`, { dispatcher: own });
+			expect(response.status).toBe(200);
+			expect(await response.json()).toMatchObject({ ok: true });
+		});
+
+		it("works with Node's own fetch (its bundled undici's handlers, adapted when they are legacy)", async () => {
+			const own = new Forwarding(track(new Pool(server.origin)));
+			const response = await fetch(`${server.origin}/json`, { dispatcher: own } as RequestInit);
+			expect(response.status).toBe(200);
+			expect(await response.json()).toMatchObject({ ok: true });
+			expect(own.handlers).toHaveLength(1);
+		});
+
+		it("adapts a handler written for undici ≤ 7 (onConnect, onHeaders, ...) with Dispatcher1Wrapper.wrapHandler", async () => {
+			const own = new Forwarding(track(new Pool(server.origin)));
+			const calls: string[] = [];
+			const chunks: Buffer[] = [];
+			const done = new Promise<void>((resolve, reject) => {
+				own.dispatch({ origin: server.origin, path: "/json", method: "GET" }, {
+					onConnect: () => calls.push("onConnect"),
+					onHeaders: (statusCode: number) => {
+						calls.push(`onHeaders ${statusCode}`);
+						return true;
+					},
+					onData: (chunk: Buffer) => {
+						chunks.push(chunk);
+						return true;
+					},
+					onComplete: () => {
+						calls.push("onComplete");
+						resolve();
+					},
+					onError: reject,
+				} as unknown as DispatchHandler);
+			});
+			await within(done, 5000);
+			expect(own.handlers).toEqual([{ legacy: true }]);
+			expect(calls).toEqual(["onConnect", "onHeaders 200", "onComplete"]);
+			expect(JSON.parse(Buffer.concat(chunks).toString("utf8"))).toMatchObject({ ok: true });
+		});
+	});
+
+	describe("2. forLegacyHandler: a legacy handler's request stays on HTTP/1.1", () => {
+		it("an Agent that negotiates HTTP/2 sends it over HTTP/1.1, and other requests over HTTP/2", async () => {
+			const { key, cert } = await createSelfSignedCertificate();
+			const h2 = createSecureServer({ key, cert, allowHTTP1: true }, (req, res) => res.end(req.httpVersion));
+			await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
+			const agent = new Agent({ allowH2: true, connect: { ca: cert } });
+			try {
+				const origin = `https://127.0.0.1:${(h2.address() as AddressInfo).port}`;
+				const versionOf = async (opts: Dispatcher.RequestOptions) => {
+					const { body } = await agent.request(opts);
+					return body.text();
+				};
+				expect(await versionOf({ origin, path: "/", method: "GET" })).toBe("2.0");
+				expect(await versionOf(forLegacyHandler({ origin, path: "/", method: "GET" }))).toBe("1.1");
+			} finally {
+				// The agent's sessions first: the server's close waits for them.
+				await agent.destroy();
+				await new Promise<void>((resolve) => h2.close(() => resolve()));
+			}
+		});
+	});
+
+	describe("3. onRequestCreate, onSocketConnected, onHeadersSent: undici's diagnostics channels (telemetry.ts)", () => {
 		it.each(["Pool", "Agent"] as const)(
 			"%s: request:create publishes the Request, client:connected the new socket, client:sendHeaders both",
 			async (kind) => {
 				const dispatcher = track(kind === "Pool" ? new Pool(server.origin) : new Agent());
-				const events = listen(channels);
+				const events = listen();
 				try {
 					expect(await get(dispatcher, "/json")).toMatchObject({ statusCode: 200 });
 				} finally {
 					events.stop();
 				}
-				const [created] = events.of("undici:request:create");
-				const [connected] = events.of("undici:client:connected");
-				const [sent] = events.of("undici:client:sendHeaders");
-				expect(events.of("undici:request:create")).toHaveLength(1);
+				expect(events.created).toHaveLength(1);
+				const [created] = events.created;
+				const [connected] = events.connected;
+				const [sent] = events.sent;
 				if (!created || !connected || !sent) throw new Error("a channel published nothing");
-				expect(created.request).toMatchObject({ path: "/json", method: "GET" });
-				expect(connected.socket).toBeInstanceOf(Socket);
-				expect((connected.socket as Socket).remotePort).toBe(server.port);
-				expect(sent.request).toBe(created.request);
-				expect(sent.socket).toBe(connected.socket);
+				expect(created).toMatchObject({ path: "/json", method: "GET" });
+				expect(connected).toBeInstanceOf(Socket);
+				expect((connected as Socket).remotePort).toBe(server.port);
+				expect(sent.request).toBe(created);
+				expect(sent.socket).toBe(connected);
 			},
 		);
 
 		it("a reused connection: no client:connected, and client:sendHeaders carries the same socket object", async () => {
 			const pool = track(new Pool(server.origin, { connections: 1 }));
-			const events = listen(channels);
+			const events = listen();
 			try {
 				await get(pool, "/json");
 				// undici hands a kept-alive socket back to its pool a turn after the response ended
@@ -169,24 +287,30 @@ describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 				events.stop();
 			}
 			expect(server.stats.connections).toBe(1);
-			expect(events.of("undici:client:connected")).toHaveLength(1);
-			const sent = events.of("undici:client:sendHeaders");
-			expect(sent).toHaveLength(2);
-			expect(sent[1]?.socket).toBe(sent[0]?.socket);
-			expect(sent[1]?.request).not.toBe(sent[0]?.request);
-			const created = events.of("undici:request:create");
-			expect(sent.map((message) => message.request)).toEqual(created.map((message) => message.request));
+			expect(events.connected).toHaveLength(1);
+			expect(events.sent).toHaveLength(2);
+			expect(events.sent[1]?.socket).toBe(events.sent[0]?.socket);
+			expect(events.sent[1]?.request).not.toBe(events.sent[0]?.request);
+			expect(events.sent.map((message) => message.request)).toEqual(events.created);
 		});
 
-		it("request:create runs in the async context of the dispatch, also for a request that waited in the pool's queue", async () => {
+		it("the returned function unsubscribes", async () => {
+			const pool = track(new Pool(server.origin));
+			const events = listen();
+			events.stop();
+			await get(pool, "/json");
+			expect([events.created, events.connected, events.sent]).toEqual([[], [], []]);
+		});
+	});
+
+	describe("4. requestScope: request:create runs in the async context of the dispatch", () => {
+		it("at once for a request dispatched on a free connection, later for one that waited in the pool's queue", async () => {
 			const pool = track(new Pool(server.origin, { connections: 1 }));
-			const scope = new AsyncLocalStorage<string>();
+			const scope = requestScope<string>();
 			const seen = new Map<string, string | undefined>();
-			const listener = (message: unknown) => {
-				const { request } = message as { request: { path: string } };
-				seen.set(request.path, scope.getStore());
-			};
-			diagnosticsChannel.subscribe("undici:request:create", listener);
+			const stop = onRequestCreate((request) => {
+				seen.set((request as { path: string }).path, scope.current());
+			});
 			try {
 				// One connection: the second request waits in the pool's queue until the first has its answer.
 				const first = scope.run("first", () => get(pool, "/slow?ms=100"));
@@ -195,42 +319,161 @@ describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 				expect(seen.has("/json?queued")).toBe(false);
 				await Promise.all([first, second]);
 			} finally {
-				diagnosticsChannel.unsubscribe("undici:request:create", listener);
+				stop();
 			}
 			expect(seen.get("/json?queued")).toBe("second");
+		});
+
+		it("run(undefined, ...) hides a value of the surrounding context", async () => {
+			const pool = track(new Pool(server.origin));
+			const scope = requestScope<string>();
+			const seen: (string | undefined)[] = [];
+			const stop = onRequestCreate(() => seen.push(scope.current()));
+			try {
+				await scope.run("outer", () => scope.run(undefined, () => get(pool, "/json")));
+			} finally {
+				stop();
+			}
+			expect(seen).toEqual([undefined]);
+		});
+	});
+
+	describe("5. tagDispatch, dispatchTag: symbol keys of the dispatch options", () => {
+		it("reach every interceptor of a composed dispatcher, innermost included", async () => {
+			const seen: unknown[] = [];
+			const reading: Interceptor = (dispatch) =>
+				function reading(opts, handler) {
+					seen.push(dispatchTag(opts, kOurs));
+					return dispatch(opts, handler);
+				};
+			const composed = track(new Pool(server.origin)).compose(reading, reading);
+			const { body } = await composed.request(
+				tagDispatch({ path: "/json", method: "GET" } as Dispatcher.RequestOptions, kOurs, "tag"),
+			);
+			await body.dump();
+			expect(seen).toEqual(["tag", "tag"]);
+		});
+
+		it("reach the retry policy's opts, and each replay's dispatch", async () => {
+			flakyResets = 1;
+			const inner: DispatchOptions[] = [];
+			const asked: unknown[] = [];
+			const dispatcher = track(new Pool(server.origin)).compose(
+				recorder(inner),
+				interceptors.retry({
+					retry: (_error, { opts }, callback) => {
+						asked.push(dispatchTag(opts, kOurs));
+						callback(null);
+					},
+					statusCodes: [],
+					errorCodes: ["ECONNRESET", "EPIPE", "UND_ERR_SOCKET"],
+				}),
+			);
+			const { body } = await dispatcher.request(
+				tagDispatch({ path: "/flaky", method: "GET" } as Dispatcher.RequestOptions, kOurs, "tag"),
+			);
+			expect(await body.text()).toBe("recovered");
+			expect(asked).toEqual(["tag"]);
+			expect(inner.map((opts) => dispatchTag(opts, kOurs))).toEqual(["tag", "tag"]);
+		});
+	});
+
+	describe("6. replayAfter: the retry policy's timer, cleared by undici on abort", () => {
+		it("an abort while the replay waits fails the request at once, and undici clears the timer", async () => {
+			flakyResets = 1;
+			let timer: unknown;
+			let decided: () => void = () => {};
+			const asked = new Promise<void>((resolve) => {
+				decided = resolve;
+			});
+			const dispatcher = track(new Pool(server.origin)).compose(
+				interceptors.retry({
+					retry: (_error, _context, callback) => {
+						timer = replayAfter(10_000, callback);
+						decided();
+						return timer as undefined;
+					},
+					statusCodes: [],
+					errorCodes: ["ECONNRESET", "EPIPE", "UND_ERR_SOCKET"],
+				}),
+			);
+			const abort = new AbortController();
+			const request = get(dispatcher, "/flaky", { signal: abort.signal }).then(
+				() => "answered",
+				(error: unknown) => error,
+			);
+			await asked;
+			expect(timer).toBeDefined();
+			const cleared = vi.spyOn(globalThis, "clearTimeout");
+			try {
+				abort.abort(new Error("the invocation ended"));
+				expect(await within(request, 2000)).toBeInstanceOf(Error);
+				expect(cleared).toHaveBeenCalledWith(timer);
+			} finally {
+				cleared.mockRestore();
+				clearTimeout(timer as NodeJS.Timeout);
+			}
+			expect(server.receivedCount("GET", "/flaky")).toBe(1);
+		});
+	});
+
+	describe("7. isClosed: a composed dispatcher's state", () => {
+		it("is false while the pool is open, true once it is closed or destroyed (Pool and Agent)", async () => {
+			const closing = track(new Pool(server.origin)).compose(recorder([]));
+			expect(isClosed(closing)).toBe(false);
+			await closing.close();
+			expect(isClosed(closing)).toBe(true);
+			const destroying = track(new Agent()).compose(recorder([]));
+			expect(isClosed(destroying)).toBe(false);
+			await destroying.destroy();
+			expect(isClosed(destroying)).toBe(true);
+		});
+	});
+
+	describe("8. undiciConnectorKeys: the keys undici's connector reads from `connect`", () => {
+		// Read from the source of the undici this run loaded: a minor release that reads a new key fails here rather
+		// than warning at users' cold starts that the key is a typo.
+		const packageJson = createRequire(import.meta.url).resolve(
+			`${drivers === "floor" ? "undici-floor" : "undici"}/package.json`,
+		);
+		const connectSource = () => readFileSync(join(dirname(packageJson), "lib/core/connect.js"), "utf8");
+
+		it("reads the source of the undici this run loaded", () => {
+			expect((JSON.parse(readFileSync(packageJson, "utf8")) as { version: string }).version).toBe(version);
+		});
+
+		it("lists every key buildConnector destructures or reads, beside Node's tls options", () => {
+			const source = connectSource();
+			const parameters = /function buildConnector\s*\(\{([^}]*)\}\)/.exec(source)?.[1];
+			if (parameters === undefined) throw new Error("buildConnector's parameters not found in connect.js");
+			const destructured = parameters
+				.split(",")
+				.map((part) => part.trim())
+				.filter((part) => part !== "" && !part.startsWith("..."))
+				.map((part) => part.split(":")[0]?.trim() ?? "");
+			const read = [...source.matchAll(/\boptions\.(\w+)/g)].map((match) => match[1] ?? "");
+			// The parse found what it should: a few keys known to be there.
+			expect(destructured).toEqual(expect.arrayContaining(["allowH2", "maxCachedSessions", "timeout"]));
+			expect(read).toContain("keepAlive");
+			const known = new Set([...tlsOptionNames, ...undiciConnectorKeys]);
+			expect([...new Set([...destructured, ...read])].filter((key) => !known.has(key))).toEqual([]);
 		});
 	});
 
 	describe("compose (shared-dispatcher.ts)", () => {
-		it("applies the first interceptor innermost, and each sees the dispatch options' own symbol keys", async () => {
+		it("applies the first interceptor innermost", async () => {
 			const order: string[] = [];
 			const named =
 				(name: string): Interceptor =>
 				(dispatch) =>
 					function named(opts, handler) {
-						order.push(`${name}:${String((opts as unknown as Record<symbol, unknown>)[kOurs])}`);
+						order.push(name);
 						return dispatch(opts, handler);
 					};
 			const composed = track(new Pool(server.origin)).compose(named("inner"), named("outer"));
-			const { body } = await composed.request({
-				path: "/json",
-				method: "GET",
-				[kOurs]: "tag",
-			} as DispatchOptions);
+			const { body } = await composed.request({ path: "/json", method: "GET" });
 			await body.dump();
-			expect(order).toEqual(["outer:tag", "inner:tag"]);
-		});
-
-		it("the composed dispatcher reports the pool's closed and destroyed", async () => {
-			const closing = track(new Pool(server.origin)).compose(recorder([]));
-			const state = (dispatcher: Dispatcher) =>
-				dispatcher as Dispatcher & { closed: boolean; destroyed: boolean };
-			expect(state(closing)).toMatchObject({ closed: false, destroyed: false });
-			await closing.close();
-			expect(state(closing).closed).toBe(true);
-			const destroying = track(new Agent()).compose(recorder([]));
-			await destroying.destroy();
-			expect(state(destroying).destroyed).toBe(true);
+			expect(order).toEqual(["outer", "inner"]);
 		});
 
 		it("Pool and Agent accept the settings http-pool creates them with", async () => {
@@ -264,34 +507,20 @@ describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 				}),
 			);
 
-		it("replays a GET reset before any response byte, asking our decision (counter 1, our options)", async () => {
+		it("replays a GET reset before any response byte, asking our decision (counter 1, the request's options)", async () => {
 			flakyResets = 1;
-			const asked: { code: unknown; counter: number; ours: unknown; method: unknown }[] = [];
+			const asked: { code: unknown; counter: number; method: unknown }[] = [];
 			const inner: DispatchOptions[] = [];
 			const dispatcher = retrying((error, { state, opts }, callback) => {
-				asked.push({
-					code: (error as { code?: unknown }).code,
-					counter: state.counter,
-					ours: (opts as unknown as Record<symbol, unknown>)[kOurs],
-					method: opts.method,
-				});
+				asked.push({ code: (error as { code?: unknown }).code, counter: state.counter, method: opts.method });
 				callback(null);
 			}, inner);
-			const { statusCode, body } = await dispatcher.request({
-				path: "/flaky",
-				method: "GET",
-				[kOurs]: "tag",
-			} as DispatchOptions);
-			expect(statusCode).toBe(200);
-			expect(await body.text()).toBe("recovered");
+			expect(await get(dispatcher, "/flaky")).toEqual({ statusCode: 200, text: "recovered" });
 			expect(asked).toHaveLength(1);
 			expect(replayable).toContain(asked[0]?.code);
-			expect(asked[0]).toMatchObject({ counter: 1, ours: "tag", method: "GET" });
-			// The replay is dispatched again through the interceptors inside retry, with our option kept.
-			expect(inner.map((opts) => (opts as unknown as Record<symbol, unknown>)[kOurs])).toEqual([
-				"tag",
-				"tag",
-			]);
+			expect(asked[0]).toMatchObject({ counter: 1, method: "GET" });
+			// The replay is dispatched again through the interceptors inside retry.
+			expect(inner).toHaveLength(2);
 			expect(server.receivedCount("GET", "/flaky")).toBe(2);
 		});
 
@@ -322,114 +551,6 @@ describe(`undici surface on undici ${version} (MIDDY_CONN_DRIVERS=${drivers})`, 
 			expect(await get(retrying(decision), "/status/503")).toMatchObject({ statusCode: 503 });
 			expect(decision).not.toHaveBeenCalled();
 			expect(server.receivedCount("GET", "/status/503")).toBe(1);
-		});
-
-		it("an abort while our decision waits fails the request at once (the timer we return is cancelled)", async () => {
-			flakyResets = 1;
-			let timer: NodeJS.Timeout | undefined;
-			let decided: () => void = () => {};
-			const asked = new Promise<void>((resolve) => {
-				decided = resolve;
-			});
-			const dispatcher = retrying((_error, _context, callback) => {
-				timer = setTimeout(() => callback(null), 10_000);
-				decided();
-				return timer as unknown as undefined;
-			});
-			const abort = new AbortController();
-			const started = Date.now();
-			const request = get(dispatcher, "/flaky", { signal: abort.signal }).then(
-				() => "answered",
-				(error: unknown) => error,
-			);
-			await asked;
-			const cleared = vi.spyOn(globalThis, "clearTimeout");
-			try {
-				abort.abort(new Error("the invocation ended"));
-				const outcome = await request;
-				expect(outcome).toBeInstanceOf(Error);
-				expect(Date.now() - started).toBeLessThan(2000);
-				expect(cleared).toHaveBeenCalledWith(timer);
-			} finally {
-				cleared.mockRestore();
-				clearTimeout(timer);
-			}
-			expect(server.receivedCount("GET", "/flaky")).toBe(1);
-		});
-	});
-
-	describe("a Dispatcher of our own (invocation-dispatcher.ts)", () => {
-		/** Forwards to `target`, like InvocationDispatcher; wraps handlers written for undici ≤ 7. */
-		class Forwarding extends Dispatcher {
-			readonly handlers: { legacy: boolean }[] = [];
-			readonly target: Dispatcher;
-			constructor(target: Dispatcher) {
-				super();
-				this.target = target;
-			}
-			override dispatch(opts: DispatchOptions, handler: DispatchHandler): boolean {
-				const legacy = typeof handler?.onRequestStart !== "function";
-				this.handlers.push({ legacy });
-				const wrapper = Dispatcher1Wrapper as unknown as { wrapHandler(handler: unknown): DispatchHandler };
-				return this.target.dispatch(opts, legacy ? wrapper.wrapHandler(handler) : handler);
-			}
-			override close(): Promise<void> {
-				return Promise.resolve();
-			}
-			override destroy(): Promise<void> {
-				return Promise.resolve();
-			}
-		}
-
-		it("works with undici's request(), which hands it a current handler", async () => {
-			const own = new Forwarding(track(new Pool(server.origin)));
-			const { statusCode, body } = await undici.request(`${server.origin}/json`, { dispatcher: own });
-			expect(statusCode).toBe(200);
-			expect(await body.json()).toMatchObject({ ok: true });
-			expect(own.handlers).toEqual([{ legacy: false }]);
-		});
-
-		it("works with undici's fetch()", async () => {
-			const own = new Forwarding(track(new Pool(server.origin)));
-			const response = await undici.fetch(`${server.origin}/json`, { dispatcher: own });
-			expect(response.status).toBe(200);
-			expect(await response.json()).toMatchObject({ ok: true });
-		});
-
-		it("works with Node's own fetch, whose handlers Dispatcher1Wrapper.wrapHandler adapts when they are legacy", async () => {
-			const own = new Forwarding(track(new Pool(server.origin)));
-			const response = await fetch(`${server.origin}/json`, { dispatcher: own } as RequestInit);
-			expect(response.status).toBe(200);
-			expect(await response.json()).toMatchObject({ ok: true });
-			expect(own.handlers).toHaveLength(1);
-		});
-
-		it("Dispatcher1Wrapper.wrapHandler adapts a handler written for undici ≤ 7 (onConnect, onHeaders, ...)", async () => {
-			const own = new Forwarding(track(new Pool(server.origin)));
-			const calls: string[] = [];
-			const chunks: Buffer[] = [];
-			const done = new Promise<void>((resolve, reject) => {
-				own.dispatch({ origin: server.origin, path: "/json", method: "GET" }, {
-					onConnect: () => calls.push("onConnect"),
-					onHeaders: (statusCode: number) => {
-						calls.push(`onHeaders ${statusCode}`);
-						return true;
-					},
-					onData: (chunk: Buffer) => {
-						chunks.push(chunk);
-						return true;
-					},
-					onComplete: () => {
-						calls.push("onComplete");
-						resolve();
-					},
-					onError: reject,
-				} as unknown as DispatchHandler);
-			});
-			await within(done, 5000);
-			expect(own.handlers).toEqual([{ legacy: true }]);
-			expect(calls).toEqual(["onConnect", "onHeaders 200", "onComplete"]);
-			expect(JSON.parse(Buffer.concat(chunks).toString("utf8"))).toMatchObject({ ok: true });
 		});
 	});
 
