@@ -1,23 +1,14 @@
 // The deployable artifact: handler.ts bundled by esbuild into one ES module (as `sam build` does), run in its own
 // Node process as Lambda runs it, against the real database and a partner over HTTPS.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-	applySqlFile,
-	bundleHandler,
-	describeBundle,
-	type ExecutionEnvironment,
-	httpApiEvent,
-	startExecutionEnvironment,
-} from "@middy-conn/test-harness";
-import { useHttpServer, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
+import { applySqlFile, httpApiEvent } from "@middy-conn/test-harness";
+import { useFunctionBundle, useHttpServer, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 
 const example = fileURLToPath(new URL("..", import.meta.url));
-const work = mkdtempSync(join(tmpdir(), "middy-conn-orders-api-"));
 
 const { admin, db } = useTestDatabase("orders_bundle", {
 	seed: (_admin, db) => applySqlFile(db, join(example, "schema.sql")),
@@ -31,29 +22,20 @@ const partner = useHttpServer({
 	},
 	resetStats: false,
 });
-let environment: ExecutionEnvironment;
+// After the database's and the partner's fixtures: the function's process ends before they close.
+const orders = useFunctionBundle(join(example, "handler.ts"));
 
 beforeAll(() => {
-	writeFileSync(join(work, "partner-ca.pem"), partner.ca ?? "");
-});
-
-// Runs before the fixtures' afterAll (registered later): the function's process ends first.
-afterAll(async () => {
-	await environment?.kill();
-	rmSync(work, { recursive: true, force: true });
+	writeFileSync(join(orders.work, "partner-ca.pem"), partner.ca ?? "");
 });
 
 describe("orders-api bundle", () => {
 	it("is one ES module with mysql2 and undici inside, that serves POST and GET in a Lambda-like process", async () => {
-		const bundle = await bundleHandler({
-			entry: join(example, "handler.ts"),
-			outfile: join(work, "handler.mjs"),
-		});
-		console.log(`bundle size: ${describeBundle(bundle)}`);
+		const bundle = await orders.bundle();
 		expect(bundle.bytes).toBeGreaterThan(0);
 		expect(Object.keys(bundle.bytesByPackage)).toEqual(expect.arrayContaining(["mysql2", "undici"]));
 
-		environment = await startExecutionEnvironment({
+		const environment = await orders.start({
 			module: bundle.outfile,
 			functionName: "orders-api",
 			env: {
@@ -64,7 +46,7 @@ describe("orders-api bundle", () => {
 				DB_NAME: db.database,
 				WEBHOOK_ORIGIN: partner.origin,
 				// How a Lambda function trusts a private CA: Node reads it at startup.
-				NODE_EXTRA_CA_CERTS: join(work, "partner-ca.pem"),
+				NODE_EXTRA_CA_CERTS: join(orders.work, "partner-ca.pem"),
 				POWERTOOLS_SERVICE_NAME: "orders-api",
 				POWERTOOLS_LOG_LEVEL: "INFO",
 				// Lambda sets it; Powertools reads it for `cold_start` (without it, every line says false).

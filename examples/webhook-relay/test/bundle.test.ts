@@ -1,22 +1,12 @@
 // The deployable artifact: handler.ts bundled by esbuild into one ES module (as `sam build` does), run in its own
 // Node process as Lambda runs it, relaying to a partner over HTTPS.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-	bundleHandler,
-	describeBundle,
-	type ExecutionEnvironment,
-	sqsEvent,
-	startExecutionEnvironment,
-} from "@middy-conn/test-harness";
-import { useHttpServer } from "@middy-conn/test-harness/test-fixtures";
+import { sqsEvent } from "@middy-conn/test-harness";
+import { useFunctionBundle, useHttpServer } from "@middy-conn/test-harness/test-fixtures";
 import type { SQSBatchResponse } from "aws-lambda";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-
-const example = fileURLToPath(new URL("..", import.meta.url));
-const work = mkdtempSync(join(tmpdir(), "middy-conn-webhook-relay-"));
+import { beforeAll, describe, expect, it } from "vitest";
 
 const partner = useHttpServer({
 	tls: true,
@@ -27,35 +17,26 @@ const partner = useHttpServer({
 	},
 	resetStats: false,
 });
-let environment: ExecutionEnvironment;
+// After the partner's fixture: the function's process ends before the partner closes.
+const relay = useFunctionBundle(fileURLToPath(new URL("../handler.ts", import.meta.url)));
 
 beforeAll(() => {
-	writeFileSync(join(work, "partner-ca.pem"), partner.ca ?? "");
-});
-
-// Runs before the fixture's afterAll (registered later): the function's process ends first.
-afterAll(async () => {
-	await environment?.kill();
-	rmSync(work, { recursive: true, force: true });
+	writeFileSync(join(relay.work, "partner-ca.pem"), partner.ca ?? "");
 });
 
 describe("webhook-relay bundle", () => {
 	it("relays batches over HTTPS from a Lambda-like process, reusing its connections while warm", async () => {
-		const bundle = await bundleHandler({
-			entry: join(example, "handler.ts"),
-			outfile: join(work, "handler.mjs"),
-		});
-		console.log(`bundle size: ${describeBundle(bundle)}`);
+		const bundle = await relay.bundle();
 		expect(bundle.bytes).toBeGreaterThan(0);
 		expect(Object.keys(bundle.bytesByPackage)).toContain("undici");
 
-		environment = await startExecutionEnvironment({
+		const environment = await relay.start({
 			module: bundle.outfile,
 			functionName: "webhook-relay",
 			env: {
 				PARTNER_ORIGIN: partner.origin,
 				RELAY_CONCURRENCY: "2",
-				NODE_EXTRA_CA_CERTS: join(work, "partner-ca.pem"),
+				NODE_EXTRA_CA_CERTS: join(relay.work, "partner-ca.pem"),
 			},
 		});
 		const first = await environment.invoke<SQSBatchResponse>(

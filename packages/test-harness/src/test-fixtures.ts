@@ -10,7 +10,16 @@
 // Teardown order: vitest runs `afterEach`/`afterAll` hooks in the reverse order of their registration
 // (`sequence.hooks: "stack"`, set in vitest.config.ts), so call `useTestDatabase`/`useHttpServer` before
 // `usePoolCleanup`: the pools are closed first, then the database settles, then the servers close.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
 import { afterAll, afterEach, beforeAll, vi } from "vitest";
+import { type Bundle, bundleHandler, describeBundle } from "./bundle-handler.ts";
+import {
+	type ExecutionEnvironment,
+	type ExecutionEnvironmentOptions,
+	startExecutionEnvironment,
+} from "./execution-environment.ts";
 import {
 	type HttpServerOptions,
 	type RouteHandler,
@@ -191,6 +200,47 @@ export function useUnreachablePeers(): UnreachablePeers {
 	});
 
 	return peers.value;
+}
+
+export interface FunctionBundleFixture {
+	/** A temp folder of the file's own (the bundle goes there; so can a CA file), removed after the file's tests. */
+	readonly work: string;
+	/** Bundles the handler into `work` as `sam build` does (bundleHandler), and prints its size. */
+	bundle(): Promise<Bundle>;
+	/** Starts a Lambda-like environment (startExecutionEnvironment), killed after the file's tests. */
+	start(options: ExecutionEnvironmentOptions): Promise<ExecutionEnvironment>;
+}
+
+/**
+ * A deployable artifact's test: `entry` (an example's handler.ts) bundled into a temp folder and run in Lambda-like
+ * processes, which are killed and the folder removed in `afterAll`. Call it after the fixtures of the servers the
+ * function talks to: its `afterAll` then runs first, and the function's processes end before their servers.
+ */
+export function useFunctionBundle(entry: string): FunctionBundleFixture {
+	const work = mkdtempSync(join(tmpdir(), `middy-conn-${basename(dirname(entry))}-`));
+	const environments: ExecutionEnvironment[] = [];
+
+	afterAll(async () => {
+		await Promise.all(environments.splice(0).map((environment) => environment.kill()));
+		rmSync(work, { recursive: true, force: true });
+	});
+
+	return {
+		work,
+		async bundle() {
+			const bundle = await bundleHandler({
+				entry,
+				outfile: join(work, basename(entry).replace(/\.ts$/, ".mjs")),
+			});
+			console.log(`bundle size: ${describeBundle(bundle)}`);
+			return bundle;
+		},
+		async start(options) {
+			const environment = await startExecutionEnvironment(options);
+			environments.push(environment);
+			return environment;
+		},
+	};
 }
 
 /**
