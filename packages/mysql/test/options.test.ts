@@ -1,7 +1,10 @@
 // Options are checked when mysqlConnection() is called, during the cold start: a mistake fails the deployment's
 // first invocation with a TypeError that names the option, not a later query with a driver error.
+import { readFileSync } from "node:fs";
+import mysqlCore from "mysql2";
 import { describe, expect, it } from "vitest";
 import { defaults, mysqlConnection, mysqlConnectionValidateOptions } from "../src/index.ts";
+import { mysql2OptionNames } from "../src/mysql2-adapter.ts";
 
 const config = { host: "db.example.com", user: "app", password: "pw", database: "app" };
 
@@ -215,5 +218,76 @@ describe("mysqlConnection() options", () => {
 	it("does not touch the network when the middleware is created", () => {
 		// an unreachable host is fine until an invocation uses context.db
 		expect(() => mysqlConnection({ config: { host: "203.0.113.1", port: 3306 } })).not.toThrow();
+	});
+});
+
+// Every option the installed mysql2 knows is accepted, except the few the README says belong to the middleware:
+// run on the latest and on the floor mysql2 (MIDDY_CONN_DRIVERS=floor), so that an option either release knows is
+// covered.
+describe("mysql2's own options, as the installed mysql2 names them", () => {
+	/** The README's list: "`pool`, `Promise`, `isServer` and `gracefulEnd` belong to the middleware". */
+	const documentedRefusals = (() => {
+		const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+		const sentence = /((?:`\w+`(?:, | and )?)+) belong to the middleware/.exec(readme)?.[1];
+		if (!sentence) throw new Error("the README no longer says which mysql2 options belong to the middleware");
+		return [...sentence.matchAll(/`(\w+)`/g)].map((match) => match[1] as string);
+	})();
+
+	// A value of the right type for the options the middleware checks itself; the others take mysql2's own default,
+	// or any value (mysql2 is their judge).
+	const samples: Record<string, unknown> = {
+		host: "db.example.com",
+		port: 3307,
+		socketPath: "/var/run/mysqld/mysqld.sock",
+		uri: "mysql://db.example.com/app",
+		user: "app",
+		password: "pw",
+		password2: "pw2",
+		password3: "pw3",
+		passwordSha1: "0123456789abcdef0123456789abcdef01234567",
+		database: "app",
+		connectTimeout: 1000,
+		ssl: { rejectUnauthorized: true },
+		maxPreparedStatements: 16,
+		connectionLimit: 2,
+		maxIdle: 1,
+		idleTimeout: 1000,
+		queueLimit: 0,
+		waitForConnections: true,
+		resetOnRelease: false,
+		charset: "utf8mb4",
+		timezone: "Z",
+	};
+	const { ConnectionConfig } = mysqlCore as unknown as { ConnectionConfig: new (options: object) => object };
+	const mysql2Defaults = new ConnectionConfig({}) as Record<string, unknown>;
+	const sampleOf = (name: string) => (name in samples ? samples[name] : mysql2Defaults[name]);
+	const validate = (name: string) => () =>
+		mysqlConnectionValidateOptions({
+			mode: "pool",
+			config: { host: "db.example.com", [name]: sampleOf(name) } as never,
+		});
+
+	it.each(mysql2OptionNames().filter((name) => !documentedRefusals.includes(name)))(
+		"accepts config.%s",
+		(name) => {
+			expect(validate(name)).not.toThrow();
+		},
+	);
+
+	it.each(documentedRefusals)("refuses config.%s, naming it and why", (name) => {
+		expect(validate(name)).toThrow(TypeError);
+		expect(validate(name)).toThrow(`Option 'config.${name}' is not supported: `);
+	});
+
+	it("refuses exactly the documented options: no other name of mysql2's is refused", () => {
+		const refused = [...new Set([...mysql2OptionNames(), ...documentedRefusals])].filter((name) => {
+			try {
+				validate(name)();
+				return false;
+			} catch {
+				return true;
+			}
+		});
+		expect(refused.sort()).toEqual([...documentedRefusals].sort());
 	});
 });
