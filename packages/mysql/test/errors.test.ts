@@ -139,7 +139,8 @@ describe.each(["scoped", "pool"] as const)("mode %s: connection failures", (mode
 		try {
 			const { handler } = failing(configOf(limited), mode);
 			const { error } = await outcome(invoke(handler));
-			// MariaDB answers a per-user limit with ER_USER_LIMIT_REACHED, MySQL with ER_TOO_MANY_USER_CONNECTIONS
+			// MySQL and MariaDB both answer an account's MAX_USER_CONNECTIONS with ER_USER_LIMIT_REACHED;
+			// ER_TOO_MANY_USER_CONNECTIONS comes from the global max_user_connections (server-full.test.ts)
 			expect(["ER_USER_LIMIT_REACHED", "ER_TOO_MANY_USER_CONNECTIONS"]).toContain(
 				(error as { code: string }).code,
 			);

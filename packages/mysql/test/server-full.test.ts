@@ -5,9 +5,10 @@
 // threshold, a pool ends each invocation's connection instead of keeping it warm (idle while Lambda has the
 // environment frozen, it would hold a slot that another environment needs).
 //
-// The refusals are real: a user whose MAX_USER_CONNECTIONS is taken by a connection the test holds, and a server
-// of the test's own whose max_connections is reached. A TCP proxy in front counts the connects the middleware
-// makes, so that the test frees the slot only once a connect has been refused (no timing is assumed).
+// The refusals are real: a user whose MAX_USER_CONNECTIONS is taken by a connection the test holds
+// (ER_USER_LIMIT_REACHED), and a server of the test's own whose max_connections (ER_CON_COUNT_ERROR) or global
+// max_user_connections (ER_TOO_MANY_USER_CONNECTIONS) is reached. A TCP proxy in front counts the connects the
+// middleware makes, so that the test frees the slot only once a connect has been refused (no timing is assumed).
 import middy from "@middy/core";
 import {
 	MysqlAdmin,
@@ -19,7 +20,7 @@ import {
 } from "@middy-conn/test-harness";
 import { useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import mysql, { type RowDataPacket } from "mysql2/promise";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
 	closeMysqlPools,
 	type MysqlConnectionOptions,
@@ -149,6 +150,47 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 	});
 
 	it.each(modes)(
+		"mode %s: retries while time is left, then stops with the last refusal when the next wait would not fit",
+		async (mode) => {
+			holder = await mysql.createConnection(configOf(db));
+			const stats: MysqlConnectionStats[] = [];
+			// Waits of up to 20 ms, 100 attempts (about a second of them): only the 300 ms the invocation has can stop
+			// the retries. Middy's own timeout is off, so that it is the retry that gives up, not Middy.
+			const handler = middy({ timeoutEarlyInMillis: 0 })
+				.use(
+					mysqlConnection({
+						mode,
+						config: viaProxy(),
+						logger: false,
+						onStats: (s) => stats.push(s),
+						connectRetry: { attempts: 100, baseDelay: 20, maxDelay: 20 },
+					}),
+				)
+				.handler(async (_event, context) => {
+					await context.db.query("SELECT 1");
+					return "served";
+				});
+			const before = proxy.stats.connections;
+
+			const { error } = await outcome(invoke(handler, {}, { timeoutMs: 300 }));
+
+			expect(error).toMatchObject({ name: "MiddyConnError", code: "ER_USER_LIMIT_REACHED" });
+			expect((error as Error).cause).toMatchObject({ code: "ER_USER_LIMIT_REACHED" });
+			expect((error as Error).message).toMatch(/connection limit is reached/);
+			expect((error as Error).message).toMatch(
+				/still refused after \d+ retries: see the connectRetry option/,
+			);
+			const retries = stats[0]?.connectRetries ?? 0;
+			// several retries, and far fewer than the attempts allowed: the remaining time stopped them
+			expect(retries).toBeGreaterThan(1);
+			expect(retries).toBeLessThan(99);
+			expect((error as Error).message).toContain(`after ${retries} retries`);
+			expect(proxy.stats.connections - before).toBe(retries + 1);
+			expect(stats[0]?.connected).toBe(false);
+		},
+	);
+
+	it.each(modes)(
 		"mode %s: Middy's timeout ends the wait at once, and leaves no connection behind",
 		async (mode) => {
 			holder = await mysql.createConnection(configOf(db));
@@ -181,28 +223,34 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 		},
 	);
 
-	it("never retries a statement, even one that fails with a full server's code", async () => {
-		const stats: MysqlConnectionStats[] = [];
-		const handler = middy()
-			.use(mysqlConnection({ config: viaProxy(), logger: false, onStats: (s) => stats.push(s) }))
-			.handler(async (_event, context) => {
-				// applied, then failed with ER_CON_COUNT_ERROR's number: a statement's error, not a refused connect
-				await context.db.query("INSERT INTO runs () VALUES ()");
-				await context.db.query(
-					"SIGNAL SQLSTATE '08004' SET MYSQL_ERRNO = 1040, MESSAGE_TEXT = 'Too many connections'",
-				);
-			});
+	it.each(modes)(
+		"mode %s: never retries a statement, even one that fails with a full server's code",
+		async (mode) => {
+			const stats: MysqlConnectionStats[] = [];
+			const handler = middy()
+				.use(mysqlConnection({ mode, config: viaProxy(), logger: false, onStats: (s) => stats.push(s) }))
+				.handler(async (_event, context) => {
+					// applied, then failed with ER_CON_COUNT_ERROR's number: a statement's error, not a refused connect
+					await context.db.query("INSERT INTO runs () VALUES ()");
+					await context.db.query(
+						"SIGNAL SQLSTATE '08004' SET MYSQL_ERRNO = 1040, MESSAGE_TEXT = 'Too many connections'",
+					);
+				});
+			const before = proxy.stats.connections;
 
-		const { error } = await outcome(invoke(handler));
+			const { error } = await outcome(invoke(handler));
 
-		expect(error).toMatchObject({ code: "ER_CON_COUNT_ERROR" });
-		expect(stats[0]).toMatchObject({ connectRetries: 0, queries: 2 });
-		const rows = await admin.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${db.database}\`.runs`);
-		expect(rows[0]?.n).toBe(1);
-	});
+			expect(error).toMatchObject({ code: "ER_CON_COUNT_ERROR" });
+			expect(stats[0]).toMatchObject({ connectRetries: 0, queries: 2 });
+			// one connect, and the failed statement was not sent again on it nor on another
+			expect(proxy.stats.connections - before).toBe(1);
+			const rows = await admin.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM \`${db.database}\`.runs`);
+			expect(rows[0]?.n).toBe(1);
+		},
+	);
 });
 
-describe("the server's max_connections is reached (a server of this test's own)", () => {
+describe("the server is full (a server of this test's own: its global limits change)", () => {
 	let server: MysqlServer;
 	let admin: MysqlAdmin;
 	let db: TestDatabase;
@@ -210,7 +258,8 @@ describe("the server's max_connections is reached (a server of this test's own)"
 	const held: mysql.Connection[] = [];
 
 	beforeAll(async () => {
-		server = await startMysqlServer({ dedicated: true });
+		// max_user_connections can be changed at run time only on a server started with it non-zero
+		server = await startMysqlServer({ dedicated: true, maxUserConnections: 1000 });
 		admin = await MysqlAdmin.connect(server.adminUrl);
 		db = await admin.createDatabase("mysql_server_full");
 		await admin.query(`CREATE TABLE \`${db.database}\`.runs (id INT AUTO_INCREMENT PRIMARY KEY)`);
@@ -244,6 +293,55 @@ describe("the server's max_connections is reached (a server of this test's own)"
 		}
 		throw new Error("the server never refused a connection");
 	};
+
+	describe("its global max_user_connections is reached (ER_TOO_MANY_USER_CONNECTIONS)", () => {
+		// Any one account may hold 1 connection: the test's holder takes the user's. (The admin's connection is open
+		// already: the limit is checked at connect.)
+		beforeEach(async () => {
+			await admin.setGlobal("max_user_connections", 1);
+			held.push(await mysql.createConnection(configOf(db)));
+		});
+
+		// Runs before the outer afterEach, which ends the holder.
+		afterEach(async () => {
+			await admin.setGlobal("max_user_connections", 1000);
+		});
+
+		it("refuses the user's next connect with ER_TOO_MANY_USER_CONNECTIONS, not retried with connectRetry: false", async () => {
+			await expect(mysql.createConnection(configOf(db))).rejects.toMatchObject({
+				code: "ER_TOO_MANY_USER_CONNECTIONS",
+			});
+			const stats: MysqlConnectionStats[] = [];
+			const handler = handlerWith({ config: configOf(db), connectRetry: false }, stats);
+
+			const { error } = await outcome(invoke(handler));
+
+			expect(error).toMatchObject({ name: "MiddyConnError", code: "ER_TOO_MANY_USER_CONNECTIONS" });
+			expect((error as Error).message).toMatch(/user's connection limit is reached/);
+			expect(stats[0]).toMatchObject({ connectRetries: 0, connected: false });
+		});
+
+		it.each(modes)(
+			"mode %s: retries it, and is served once the user's other connection closes",
+			async (mode) => {
+				const stats: MysqlConnectionStats[] = [];
+				const handler = handlerWith(
+					{ mode, config: { ...configOf(db), host: proxy.host, port: proxy.port } },
+					stats,
+				);
+				const before = proxy.stats.connections;
+
+				const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
+				// the first connect is refused, and a second one is on its way: only now is the slot given back
+				await connectsSeen(proxy, before + 2);
+				await held.pop()?.end();
+
+				expect(await result).toEqual({ value: 1 });
+				expect(stats[0]?.connectRetries).toBeGreaterThanOrEqual(1);
+				expect(stats[0]?.connected).toBe(true);
+			},
+		);
+	});
 
 	it.each(modes)(
 		"mode %s: retries ER_CON_COUNT_ERROR and is served when another environment's connection closes",

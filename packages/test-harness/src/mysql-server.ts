@@ -144,10 +144,20 @@ export interface StartMysqlServerOptions {
 	 * settings (max_connections), which must never reach a server shared with anything else.
 	 */
 	dedicated?: boolean;
+	/**
+	 * Starts the server with `--max-user-connections=N`: the global limit on any one user's connections, answered
+	 * with ER_TOO_MANY_USER_CONNECTIONS (an account's own MAX_USER_CONNECTIONS is ER_USER_LIMIT_REACHED). The server
+	 * lets it be changed with SET GLOBAL only if it started with it non-zero. Implies `dedicated`.
+	 */
+	maxUserConnections?: number;
 }
 
 export const startMysqlServer = async (options: StartMysqlServerOptions = {}): Promise<MysqlServer> => {
-	const url = options.dedicated ? undefined : process.env.MYSQL_URL;
+	const { maxUserConnections } = options;
+	if (maxUserConnections !== undefined && !(Number.isSafeInteger(maxUserConnections) && maxUserConnections > 0)) {
+		throw new TypeError(`maxUserConnections must be a positive integer, not ${maxUserConnections}`);
+	}
+	const url = options.dedicated || maxUserConnections !== undefined ? undefined : process.env.MYSQL_URL;
 	if (url) {
 		const connection = await mysql.createConnection(url);
 		const [rows] = await connection.query<mysql.RowDataPacket[]>("SELECT VERSION() AS version");
@@ -208,6 +218,7 @@ export const startMysqlServer = async (options: StartMysqlServerOptions = {}): P
 		"--skip-name-resolve",
 		"--skip-log-bin",
 		"--max-connections=1000",
+		...(maxUserConnections === undefined ? [] : [`--max-user-connections=${maxUserConnections}`]),
 		"--innodb-buffer-pool-size=128M",
 		"--innodb-flush-log-at-trx-commit=2",
 		...asRoot,
