@@ -1,11 +1,25 @@
 // What a user gets from npm: each package packed as it will be published (`pnpm pack`, which builds it), the
-// tarballs installed with plain npm into a new empty project beside @middy/core and mysql2, then imported from an
-// ES module on Node 24 and type-checked from a TypeScript handler. Nothing here resolves the workspace.
+// tarballs installed with plain npm into new empty projects, then run and type-checked there:
+// - the latest: beside the latest @middy/core and mysql2, run from an ES module on Node 24 (the one ./run fetches),
+//   and type-checked with strict TypeScript: a handler in the READMEs' form, and the repository's own type tests
+//   (packages/*/test/types.test-d.ts, test/types/*.test-d.ts) with their imports pointed at the packages;
+// - the floor: beside the lowest @middy/core, mysql2 and undici the packages accept, run on the lowest Node
+//   `engines` accepts.
+// Neither project adds @types/aws-lambda itself. Nothing here resolves the workspace.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+	existsSync,
+	mkdirSync,
+	mkdtempSync,
+	readdirSync,
+	readFileSync,
+	rmSync,
+	writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join, posix } from "node:path";
+import { join, posix, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rangeFloor } from "../../../test/drivers.ts";
 import {
 	MysqlAdmin,
 	nodeBinary,
@@ -21,10 +35,29 @@ const root = repositoryRoot;
 const published = publishedPackages;
 const work = mkdtempSync(join(tmpdir(), "middy-conn-packed-"));
 const tarballs = join(work, "tarballs");
+/** The latest versions of the peers, as a user starting today gets them. */
 const project = join(work, "project");
+/** The lowest versions of the peers and of undici that the packages accept. */
+const floorProject = join(work, "floor-project");
 
-const rootManifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+const manifestOf = (...path: string[]) =>
+	JSON.parse(readFileSync(join(root, ...path, "package.json"), "utf8"));
+const rootManifest = manifestOf();
 const versionOf = (name: string): string => rootManifest.devDependencies[name];
+const mysqlManifest = manifestOf("packages", "mysql");
+const httpPoolManifest = manifestOf("packages", "http-pool");
+/** The floors, read from the packages' own ranges so that this test cannot drift from them. */
+const floors = {
+	"@middy/core": rangeFloor(mysqlManifest.peerDependencies["@middy/core"]),
+	mysql2: rangeFloor(mysqlManifest.peerDependencies.mysql2),
+	undici: rangeFloor(httpPoolManifest.dependencies.undici),
+};
+/** The Node 24 that ./run fetches (a fixed version: "on 24" must not mean "whatever runs this test"). */
+const node24 = /^node_version="(24\.\d+\.\d+)"$/m.exec(readFileSync(join(root, "run"), "utf8"))?.[1];
+/** The floor is what `engines` says (undici 8 needs 22.19; Lambda runs nodejs22.x and nodejs24.x). */
+const floorNode = (httpPoolManifest.engines.node as string)
+	.replace(/^>=/, "")
+	.replace(/^(\d+\.\d+)$/, "$1.0");
 
 const run = (command: string, args: string[], cwd: string): string => runCommand(command, args, cwd);
 
@@ -34,38 +67,46 @@ const tarballOf = (name: PublishedPackage) => packed[name];
 let admin: MysqlAdmin;
 let db: TestDatabase;
 
-beforeAll(async () => {
-	mkdirSync(tarballs);
-	mkdirSync(project);
-	// `pnpm pack` runs each package's prepack (a clean build) and rewrites `workspace:^` to real versions.
-	packed = packPublishedPackages(tarballs);
+/** A new project with the tarballs (installed together, so that lifecycle is the packed one) and `extra`. */
+const installProject = (dir: string, extra: string[], manifest: Record<string, unknown> = {}): void => {
+	mkdirSync(dir);
 	writeFileSync(
-		join(project, "package.json"),
+		join(dir, "package.json"),
 		JSON.stringify(
-			{ name: "packed-install-check", version: "1.0.0", private: true, type: "module" },
+			{ name: "packed-install-check", version: "1.0.0", private: true, type: "module", ...manifest },
 			null,
 			2,
 		),
 	);
-	// Plain npm, as a user runs it (the one on PATH; on a fresh machine, the system Node's). The three tarballs go in
-	// together, so that http-pool's and mysql's dependency on @middy-conn/lifecycle is the packed one.
+	// Plain npm, as a user runs it (the one on PATH; on a fresh machine, the system Node's).
 	run(
 		"npm",
-		[
-			"install",
-			"--no-audit",
-			"--no-fund",
-			"--loglevel=error",
-			...published.map(tarballOf),
-			`@middy/core@${versionOf("@middy/core")}`,
-			`mysql2@${versionOf("mysql2")}`,
-			`@types/node@${versionOf("@types/node")}`,
-		],
-		project,
+		["install", "--no-audit", "--no-fund", "--loglevel=error", ...published.map(tarballOf), ...extra],
+		dir,
 	);
+};
+
+beforeAll(async () => {
+	mkdirSync(tarballs);
+	// `pnpm pack` runs each package's prepack (a clean build) and rewrites `workspace:^` to real versions.
+	packed = packPublishedPackages(tarballs);
+	installProject(project, [
+		`@middy/core@${versionOf("@middy/core")}`,
+		`mysql2@${versionOf("mysql2")}`,
+		`@types/node@${versionOf("@types/node")}`,
+		// What the type tests import besides the packages: the router of the READMEs' idiom, undici's own
+		// functions (which take context.http as their dispatcher), and vitest's expectTypeOf (its own package).
+		`@middy/http-router@${versionOf("@middy/http-router")}`,
+		`undici@${versionOf("undici")}`,
+		`expect-type@${JSON.parse(readFileSync(join(root, "node_modules", "vitest", "package.json"), "utf8")).dependencies["expect-type"]}`,
+	]);
+	// undici is the packages' dependency, not the user's: npm's overrides pin it for the whole tree.
+	installProject(floorProject, [`@middy/core@${floors["@middy/core"]}`, `mysql2@${floors.mysql2}`], {
+		overrides: { undici: floors.undici },
+	});
 	admin = await MysqlAdmin.connect();
 	db = await admin.createDatabase("packed");
-}, 300_000);
+}, 600_000);
 
 afterAll(async () => {
 	if (db) await admin.dropDatabase(db);
@@ -92,7 +133,7 @@ describe("packed install", () => {
 			.sort();
 		for (const entry of entries) {
 			expect(entry).toMatch(
-				/^package\/(package\.json|README\.md|LICENSE|dist\/[\w./-]+\.(js|d\.ts|js\.map|d\.ts\.map)|src\/[\w./-]+\.ts)$/,
+				/^package\/(package\.json|README\.md|CHANGELOG\.md|LICENSE|dist\/[\w./-]+\.(js|d\.ts|js\.map|d\.ts\.map)|src\/[\w./-]+\.ts)$/,
 			);
 			expect(entry).not.toMatch(/\.test(-d)?\.ts$/);
 		}
@@ -146,22 +187,42 @@ describe("packed install", () => {
 		);
 	});
 
-	// The floor is what `engines` says (undici 8 needs 22.19; Lambda runs nodejs22.x and nodejs24.x): both run it.
-	const floorNode = (
-		JSON.parse(readFileSync(join(root, "packages", "http-pool", "package.json"), "utf8")).engines
-			.node as string
-	)
-		.replace(/^>=/, "")
-		.replace(/^(\d+\.\d+)$/, "$1.0");
+	it("pins the Node versions it runs on: 24 as ./run fetches it, and the floor `engines` declares", () => {
+		expect(node24).toMatch(/^24\./);
+		expect(floorNode).toBe("22.19.0");
+	});
+
 	it.each([
-		["this run's Node", () => process.execPath],
-		[`the floor, Node ${floorNode}`, () => nodeBinary(floorNode)],
+		{
+			label: `Node ${node24}, with the latest @middy/core, mysql2 and undici`,
+			node: () => nodeBinary(node24 as string),
+			dir: project,
+			versions: {
+				node: node24,
+				core: expect.any(String),
+				mysql2: expect.any(String),
+				undici: expect.any(String),
+			},
+		},
+		{
+			label: `the floor: Node ${floorNode}, @middy/core ${floors["@middy/core"]}, mysql2 ${floors.mysql2}, undici ${floors.undici}`,
+			node: () => nodeBinary(floorNode),
+			dir: floorProject,
+			versions: {
+				node: floorNode,
+				core: floors["@middy/core"],
+				mysql2: floors.mysql2,
+				undici: floors.undici,
+			},
+		},
 	])(
-		"imports in an ES module on %s, and a handler using both middlewares reaches a database and an HTTP server",
-		(_label, node) => {
+		"imports in an ES module on $label, and a handler using both middlewares reaches a database and an HTTP server",
+		({ node, dir, versions }) => {
 			writeFileSync(
-				join(project, "check.mjs"),
-				`import { createServer } from "node:http";
+				join(dir, "check.mjs"),
+				`import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { dirname, join } from "node:path";
 import middy from "@middy/core";
 import { httpPool } from "@middy-conn/http-pool";
 import { Invocation } from "@middy-conn/lifecycle";
@@ -182,12 +243,29 @@ const handler = middy()
 
 const result = await handler({ n: 41 }, { awsRequestId: "r1", getRemainingTimeInMillis: () => 5000 });
 server.close();
-console.log(JSON.stringify({ ...result, node: process.versions.node }));
+// The copies Node resolves (node_modules lookup, as Node does it): undici from http-pool's own folder, wherever npm
+// put it.
+const versionOf = (name, from) => {
+	for (let dir = from; ; dir = dirname(dir)) {
+		try {
+			return JSON.parse(readFileSync(join(dir, "node_modules", name, "package.json"), "utf8")).version;
+		} catch (error) {
+			if (dir === dirname(dir)) throw error;
+		}
+	}
+};
+const versions = {
+	node: process.versions.node,
+	core: versionOf("@middy/core", process.cwd()),
+	mysql2: versionOf("mysql2", process.cwd()),
+	undici: versionOf("undici", join(process.cwd(), "node_modules", "@middy-conn", "http-pool")),
+};
+console.log(JSON.stringify({ ...result, versions }));
 process.exit(0);
 `,
 			);
 			const output = execFileSync(node(), ["check.mjs"], {
-				cwd: project,
+				cwd: dir,
 				encoding: "utf8",
 				env: {
 					...process.env,
@@ -203,13 +281,55 @@ process.exit(0);
 			expect(JSON.parse(output.trim().split("\n").pop() ?? "")).toEqual({
 				answer: 42,
 				remote: { path: "/items" },
-				node: node() === process.execPath ? process.versions.node : floorNode,
+				versions,
 			});
 		},
 		300_000,
 	);
 
-	it("type-checks a TypeScript handler against the published types, with context.db, context.http and context.waitUntil typed", () => {
+	it("type-checks a TypeScript handler and the repository's type tests against the published types, with context.db, context.http and context.waitUntil typed and their misuse an error", () => {
+		// The consumer adds no @types/aws-lambda: what the public types need comes with the packages.
+		const consumer = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
+		expect(Object.keys(consumer.dependencies)).not.toContain("@types/aws-lambda");
+		// The repository's type tests, as a user's code: imports of a package's source become its name, vitest's
+		// expectTypeOf is expect-type's (the package vitest re-exports). Their @ts-expect-error lines must fail here
+		// too (an unused one fails the check): misuse of context.db, context.http, context.waitUntil, contextKey
+		// ("partner", "billing"), a chain missing its middleware, @middy/http-router's routes.
+		const typeTests = [
+			...published
+				.filter((name) => existsSync(join(root, "packages", name, "test", "types.test-d.ts")))
+				.map((name) => ({
+					source: join(root, "packages", name, "test", "types.test-d.ts"),
+					target: `types/${name}.test-d.ts`,
+					name,
+				})),
+			...readdirSync(join(root, "test", "types"))
+				.filter((file) => file.endsWith(".test-d.ts"))
+				.map((file) => ({
+					source: join(root, "test", "types", file),
+					target: `types/${file}`,
+					name: undefined,
+				})),
+		];
+		mkdirSync(join(project, "types"), { recursive: true });
+		for (const { source, target, name } of typeTests) {
+			let text = readFileSync(source, "utf8").replaceAll('from "vitest"', 'from "expect-type"');
+			if (name) text = text.replaceAll('from "../src/index.ts"', `from "@middy-conn/${name}"`);
+			expect(text, `${relative(root, source)} imports only packages`).not.toMatch(/from "\.{1,2}\//);
+			expect(text).not.toContain('"vitest"');
+			writeFileSync(join(project, target), text);
+		}
+		const copied = typeTests.map(({ target }) => readFileSync(join(project, target), "utf8")).join("\n");
+		for (const subject of [
+			'contextKey: "partner"',
+			'contextKey: "billing"',
+			'from "@middy/http-router"',
+			"const notANumber: number = context.db",
+			"const wrong: number = context.partner",
+		]) {
+			expect(copied, `the type tests cover ${subject}`).toContain(subject);
+		}
+
 		writeFileSync(
 			join(project, "tsconfig.json"),
 			JSON.stringify({
@@ -222,7 +342,7 @@ process.exit(0);
 					skipLibCheck: true,
 					types: ["node"],
 				},
-				files: ["handler.ts"],
+				files: ["handler.ts", ...typeTests.map(({ target }) => target)],
 			}),
 		);
 		writeFileSync(
