@@ -236,111 +236,114 @@ interface Path {
 	readonly awaitsTasks: boolean;
 }
 
+const handlerFails = async () => fail("handler failed")();
+
+/**
+ * Middy around the resources' middlewares (`core`): `earlier` registered before them, `later` after them, and a
+ * handler that returns "ok" unless another is given.
+ */
+const around =
+	({
+		handler = async () => "ok",
+		earlier,
+		later,
+		options,
+	}: {
+		handler?: () => Promise<unknown>;
+		earlier?: MiddlewareObj;
+		later?: MiddlewareObj;
+		options?: { timeoutEarlyInMillis: number; timeoutEarlyResponse?: () => unknown };
+	}) =>
+	(core: MiddlewareObj[]): Handler =>
+		middy(handler, options)
+			.use(earlier ? [earlier] : [])
+			.use(core)
+			.use(later ? [later] : []);
+
 const paths: readonly Path[] = [
 	{
 		name: "success",
-		build: (core) => middy(async () => "ok").use(core),
+		build: around({}),
 		outcome: { returns: "ok" },
 		ends: { a: "success", b: "success" },
 		awaitsTasks: true,
 	},
 	{
 		name: "the handler throws",
-		build: (core) => middy(async () => fail("handler failed")()).use(core),
+		build: around({ handler: handlerFails }),
 		outcome: { throws: "handler failed" },
 		ends: { a: "error", b: "error" },
 		awaitsTasks: true,
 	},
 	{
 		name: "a later before throws",
-		build: (core) =>
-			middy(async () => "ok")
-				.use(core)
-				.use({ before: fail("before failed") }),
+		build: around({ later: { before: fail("before failed") } }),
 		outcome: { throws: "before failed" },
 		ends: { a: "error", b: "error" },
 		awaitsTasks: true,
 	},
 	{
 		name: "an after throws before ours run (ours then end in onError)",
-		build: (core) =>
-			middy(async () => "ok")
-				.use(core)
-				.use({ after: fail("after failed") }),
+		build: around({ later: { after: fail("after failed") } }),
 		outcome: { throws: "after failed" },
 		ends: { a: "error", b: "error" },
 		awaitsTasks: true,
 	},
 	{
 		name: "an after throws after ours ran (onError runs for what is already closed)",
-		build: (core) =>
-			middy(async () => "ok")
-				.use({ after: fail("after failed") })
-				.use(core),
+		build: around({ earlier: { after: fail("after failed") } }),
 		outcome: { throws: "after failed" },
 		ends: { a: "success", b: "success" },
 		awaitsTasks: true,
 	},
 	{
 		name: "a later before answers early",
-		build: (core) =>
-			middy(async () => "handler")
-				.use(core)
-				.use({ before: () => ({ statusCode: 304 }) }),
+		build: around({ handler: async () => "handler", later: { before: () => ({ statusCode: 304 }) } }),
 		outcome: { returns: { statusCode: 304 } },
 		ends: { a: "early-response", b: "early-response" },
 		awaitsTasks: true,
 	},
 	{
 		name: "an after answers early (ours are skipped)",
-		build: (core) =>
-			middy(async () => "handler")
-				.use(core)
-				.use({ after: () => "from an after" }),
+		build: around({ handler: async () => "handler", later: { after: () => "from an after" } }),
 		outcome: { returns: "from an after" },
 		ends: { a: "early-response", b: "early-response" },
 		awaitsTasks: true,
 	},
 	{
 		name: "an onError answers early (ours are skipped)",
-		build: (core) =>
-			middy(async () => fail("handler failed")())
-				.use(core)
-				.use({ onError: () => ({ statusCode: 500 }) }),
+		build: around({ handler: handlerFails, later: { onError: () => ({ statusCode: 500 }) } }),
 		outcome: { returns: { statusCode: 500 } },
 		ends: { a: "error", b: "error" },
 		awaitsTasks: true,
 	},
 	{
 		name: "an onError answers after ours ran",
-		build: (core) =>
-			middy(async () => fail("handler failed")())
-				.use({ onError: () => ({ statusCode: 500 }) })
-				.use(core),
+		build: around({ handler: handlerFails, earlier: { onError: () => ({ statusCode: 500 }) } }),
 		outcome: { returns: { statusCode: 500 } },
 		ends: { a: "error", b: "error" },
 		awaitsTasks: true,
 	},
 	{
 		name: "an onError remaps request.error (and the chain goes on)",
-		build: (core) =>
-			middy(async () => fail("handler failed")())
-				.use(core)
-				.use({
-					onError: (request) => {
-						request.error = new Error("mapped", { cause: request.error });
-					},
-				}),
+		build: around({
+			handler: handlerFails,
+			later: {
+				onError: (request) => {
+					request.error = new Error("mapped", { cause: request.error });
+				},
+			},
+		}),
 		outcome: { throws: "mapped" },
 		ends: { a: "error", b: "error" },
 		awaitsTasks: true,
 	},
 	{
 		name: "a custom timeoutEarlyResponse answers while the handler still runs",
-		build: (core) =>
-			middy(never, { timeoutEarlyInMillis: 250, timeoutEarlyResponse: () => ({ statusCode: 503 }) }).use(
-				core,
-			),
+		build: around({
+			handler: never,
+			options: { timeoutEarlyInMillis: 250, timeoutEarlyResponse: () => ({ statusCode: 503 }) },
+		}),
 		remainingMs: 300,
 		outcome: { returns: { statusCode: 503 } },
 		ends: { a: "success", b: "success" },
@@ -348,7 +351,7 @@ const paths: readonly Path[] = [
 	},
 	{
 		name: "Middy's early timeout (TimeoutError)",
-		build: (core) => middy(never, { timeoutEarlyInMillis: 250 }).use(core),
+		build: around({ handler: never, options: { timeoutEarlyInMillis: 250 } }),
 		remainingMs: 300,
 		outcome: { throws: timeoutMessage },
 		ends: { a: "timeout", b: "timeout" },
@@ -356,10 +359,7 @@ const paths: readonly Path[] = [
 	},
 	{
 		name: "an onError throws",
-		build: (core) =>
-			middy(async () => fail("handler failed")())
-				.use(core)
-				.use({ onError: fail("onError failed") }),
+		build: around({ handler: handlerFails, later: { onError: fail("onError failed") } }),
 		outcome: { throws: "onError failed" },
 		ends: { a: "destroy", b: "destroy" },
 		awaitsTasks: false,
