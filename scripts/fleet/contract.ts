@@ -2,7 +2,13 @@
 // function module reads its environment at import, so the driver must not import it.
 
 /** The contenders, in the order they run. */
-export const CONTENDERS = ["scoped", "scoped-no-retry", "pool", "serverless-mysql"] as const;
+export const CONTENDERS = [
+	"scoped",
+	"scoped-no-retry",
+	"pool",
+	"pool-no-pressure",
+	"serverless-mysql",
+] as const;
 export type ContenderKey = (typeof CONTENDERS)[number];
 
 /** Prefix of the line that carries one invocation's connection stats: `FLEET_STATS {"requestId", "stats"}`. */

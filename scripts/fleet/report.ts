@@ -2,6 +2,7 @@
 // Markdown section between two markers, replaced on each full run; the rest of the file is written by hand).
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { CONTENDER_LABELS, type ContenderResult, type FleetRun } from "./run.ts";
 
 export const DOC_START = "<!-- fleet:generated:start -->";
@@ -15,7 +16,11 @@ export const summary = (run: FleetRun): string[] => {
 	return [
 		`${settings.environments} Lambda execution environments of one function (separate Node processes, frozen with SIGSTOP`,
 		`between invocations, as Lambda freezes them) share one MySQL server that accepts only ${settings.appConnections} connections from`,
-		`the function's database user. ${settings.bursts} times, every environment is invoked at once (a burst), then all of them stay`,
+		`the function's database user. ${settings.bursts} times, ${
+			settings.burstSize >= settings.environments
+				? "every environment is invoked at once (a burst)"
+				: `${settings.burstSize} of the environments are invoked at once (a burst; the next ${settings.burstSize} each time, taking turns, the others staying frozen)`
+		}, then all of them stay`,
 		`frozen for ${settings.pauseMs} ms. Each invocation does one short unit of work on its own counter row: START TRANSACTION,`,
 		`SELECT ... FOR UPDATE, ${settings.workMs} ms of work with the connection held, UPDATE, COMMIT. Each way of connecting runs in fresh`,
 		"environments, one after the other, against the same server, with a database user of its own.",
@@ -25,7 +30,7 @@ export const summary = (run: FleetRun): string[] => {
 export const settingsLine = (run: FleetRun): string => {
 	const { settings } = run;
 	return (
-		`${settings.environments} environments, ${settings.bursts} bursts, pause ${settings.pauseMs} ms, work ${settings.workMs} ms, ` +
+		`${settings.environments} environments, ${settings.bursts} bursts${settings.burstSize < settings.environments ? ` of ${settings.burstSize}` : ""}, pause ${settings.pauseMs} ms, work ${settings.workMs} ms, ` +
 		`function timeout ${settings.timeoutMs / 1000} s (Middy's early timeout 250 ms before it); ` +
 		`${run.serverVersion}: max_connections = ${run.maxConnections}, of which ${run.driverConnections} are this driver's own root connections ` +
 		`(admin, sampler${run.ballast > 0 ? `, ${run.ballast} idle ballast: MariaDB's floor is 10` : ""}), ` +
@@ -138,12 +143,71 @@ export const details = (run: FleetRun): string[] => {
 	return lines;
 };
 
-/** The commit the figures were measured on, and whether the working tree differed from it. */
+export interface GoalCheck {
+	/** False when the run's settings are not the goal's (a quick run, a burst outside 2–3×): nothing is asserted. */
+	checked: boolean;
+	met: boolean;
+	line: string;
+}
+
+/**
+ * Issue 11's goal for scoped mode: a burst of 2–3× the connections the server gives the function's user completes
+ * with 0 failed invocations, whenever the burst's work fits in the function timeout, and each invocation commits
+ * exactly its one row. Checked in full runs only: --quick (CI) asserts no contender's outcome.
+ */
+export const scopedGoal = (run: FleetRun): GoalCheck => {
+	const { settings } = run;
+	const size = Math.min(settings.burstSize, settings.environments);
+	const ratio = size / run.measuredAppCapacity;
+	const burst = `a burst of ${size} environments, ${ratio.toFixed(1)}× the app's ${run.measuredAppCapacity} connections`;
+	// The burst's work, served connection by connection: rounds of workMs each, far below the timeout at 2–3×.
+	const rounds = Math.ceil(ratio);
+	const fits = rounds * settings.workMs < settings.timeoutMs - 250;
+	if (settings.quick || ratio < 2 || ratio > 3 || !fits) {
+		const why = settings.quick
+			? "a quick run checks that the simulation runs, not outcomes"
+			: !fits
+				? "the burst's work does not fit in the function timeout"
+				: "the goal is stated for a burst of 2–3× the server's connections";
+		return { checked: false, met: false, line: `goal not checked (${burst}): ${why}` };
+	}
+	const scoped = run.results.find((result) => result.key === "scoped");
+	if (!scoped || scoped.skipped || scoped.invocations === 0) {
+		return { checked: true, met: false, line: `✗ goal: scoped mode did not run (${burst})` };
+	}
+	const failed = scoped.invocations - scoped.succeeded;
+	const met = failed === 0 && scoped.committed === scoped.invocations;
+	const outcome = `${scoped.succeeded}/${scoped.invocations} invocations served, ${failed} failed, ${scoped.committed} rows committed for ${scoped.invocations} invocations`;
+	return {
+		checked: true,
+		met,
+		line: `${met ? "✓" : "✗"} goal (issue 11): scoped mode serves ${burst}, with 0 failed invocations and one row committed each: ${outcome}`,
+	};
+};
+
+const repositoryRoot = fileURLToPath(new URL("../../", import.meta.url));
+/** The folders whose changes can move the figures: the packages, the simulation, the examples it may borrow from. */
+const CODE_FOLDERS = ["packages", "scripts", "examples"];
+const LISTED_AT_MOST = 12;
+
+/**
+ * The commit the figures were measured on and, when the working tree differed from it in code, which files did: a
+ * reader can tell a clean measurement from one of work in progress, and what was in progress.
+ */
 const codeVersion = (): string => {
 	try {
-		const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
-		const dirty = execFileSync("git", ["status", "--porcelain"], { encoding: "utf8" }).trim() !== "";
-		return dirty ? `${commit} + uncommitted changes` : commit;
+		const git = (...args: string[]) =>
+			execFileSync("git", ["-C", repositoryRoot, ...args], { encoding: "utf8" });
+		const commit = git("rev-parse", "--short", "HEAD").trim();
+		// Porcelain lines are "XY path" (or "XY old -> new"), paths relative to the repository's root.
+		const dirty = git("status", "--porcelain", "--untracked-files=all", "--", ...CODE_FOLDERS)
+			.split("\n")
+			.filter((line) => line.length > 3)
+			.map((line) => line.slice(3).split(" -> ").at(-1) ?? "");
+		if (dirty.length === 0) return commit;
+		const listed = dirty.slice(0, LISTED_AT_MOST).map((path) => `\`${path}\``);
+		const more = dirty.length > LISTED_AT_MOST ? ` and ${dirty.length - LISTED_AT_MOST} more` : "";
+		return `${commit} + uncommitted changes to ${listed.join(", ")}${more}`;
 	} catch {
 		return "unknown (not a git checkout)";
 	}
@@ -162,6 +226,8 @@ export const writeDoc = (run: FleetRun, path: string, command: string): void => 
 		`Settings: ${settingsLine(run)}.`,
 		"",
 		...markdownTable(run),
+		"",
+		scopedGoal(run).line,
 		"",
 		...legend(run).map((line) => `- ${line}`),
 		"",

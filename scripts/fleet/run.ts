@@ -2,9 +2,10 @@
 // to many execution environments, and every one of them connects to the same MySQL server: this puts N
 // environments (child processes, frozen with SIGSTOP between invocations, as the demo and the soak run them) in
 // front of a throwaway MariaDB that accepts fewer connections than N, and sends them bursts: every environment
-// invoked at once, then every one frozen for a pause. Each contender (contract.ts) runs in its own fresh set of
-// environments, one contender after the other, against the same server, and each with a database user of its own,
-// so that the server's per-user counts are exact.
+// invoked at once (or, with a burst size below N, the next few of them, taking turns), then every one frozen for a
+// pause. Each contender (contract.ts) runs in its own fresh set of environments, one contender after the other,
+// against the same server, and each with a database user of its own, so that the server's per-user counts are
+// exact.
 //
 // What is measured, per contender:
 // - outcomes: invocations succeeded, failures grouped by their error `code`;
@@ -57,6 +58,12 @@ export interface FleetSettings {
 	/** Connections the server accepts from the app user: max_connections minus the driver's own. */
 	appConnections: number;
 	bursts: number;
+	/**
+	 * Environments invoked per burst: all of them (the default), or fewer, taking turns (burst b invokes the next
+	 * `burstSize` after burst b-1's), so that the others stay frozen through a burst with whatever they hold, as
+	 * environments do when traffic falls after a peak. Idle connections of those are what serverless-mysql reclaims.
+	 */
+	burstSize: number;
 	/** How long every environment stays frozen after each burst. */
 	pauseMs: number;
 	/** The function's work with the connection held, per invocation. */
@@ -77,7 +84,12 @@ export const CONTENDER_LABELS: Record<ContenderKey, { label: string; setup: stri
 	pool: {
 		label: "pool",
 		setup:
-			'mysqlConnection({ mode: "pool", config: { ...config, connectionLimit: 1 } }): a warm pool per environment',
+			'mysqlConnection({ mode: "pool", config: { ...config, connectionLimit: 1 } }): a warm pool per environment, serverPressure on (the default)',
+	},
+	"pool-no-pressure": {
+		label: "pool, no serverPressure",
+		setup:
+			'mysqlConnection({ mode: "pool", config: { ...config, connectionLimit: 1 }, serverPressure: false }): warm pools kept whatever the load',
 	},
 	"serverless-mysql": {
 		label: "serverless-mysql",
@@ -269,7 +281,9 @@ export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun>
 	);
 
 	say("starting a throwaway MySQL (MariaDB in a temp dir)");
-	const server = await startMysqlServer();
+	// Always a server of its own, even with MYSQL_URL set: the run sets max_connections, which must never reach a
+	// server shared with anything else.
+	const server = await startMysqlServer({ dedicated: true });
 	defer(() => server.stop(), { label: "the MySQL server" });
 	const admin = await MysqlAdmin.connect(server.adminUrl);
 	defer(() => admin.close(), { label: "the admin connection" });
@@ -286,6 +300,7 @@ export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun>
 			scoped: "scoped",
 			"scoped-no-retry": "noretry",
 			pool: "pool",
+			"pool-no-pressure": "poolnop",
 			"serverless-mysql": "slsmysql",
 		}[key];
 		users[key] = await createDatabaseUser(admin, db, { suffix, privileges: ["SELECT", "UPDATE"] });
@@ -342,9 +357,15 @@ export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun>
 	const results: ContenderResult[] = [];
 	for (const key of CONTENDERS) {
 		const { label } = CONTENDER_LABELS[key];
-		if (key === "scoped-no-retry" && !features.connectRetry) {
-			say(`contender "${label}": skipped, the middleware has no connectRetry option yet`);
-			results.push({ ...emptyResult(key), skipped: "the middleware has no connectRetry option yet" });
+		const missing =
+			key === "scoped-no-retry" && !features.connectRetry
+				? "connectRetry"
+				: key === "pool-no-pressure" && !features.serverPressure
+					? "serverPressure"
+					: undefined;
+		if (missing) {
+			say(`contender "${label}": skipped, the middleware has no ${missing} option yet`);
+			results.push({ ...emptyResult(key), skipped: `the middleware has no ${missing} option yet` });
 			continue;
 		}
 		results.push(
@@ -456,13 +477,18 @@ const runContender = async (options: ContenderOptions): Promise<ContenderResult>
 	const requestIds: string[] = [];
 	for (let burst = 0; burst < settings.bursts; burst++) {
 		const burstStarted = performance.now();
-		// Every environment at once, as a burst of traffic reaches a function scaled out to N environments.
+		// Every environment at once, as a burst of traffic reaches a function scaled out to N environments; or the
+		// next `burstSize` of them, the others staying frozen.
+		const slots = Array.from(
+			{ length: Math.min(settings.burstSize, environments.length) },
+			(_, i) => (burst * settings.burstSize + i) % environments.length,
+		);
 		const outcomes = await Promise.all(
-			environments.map((environment, slot) => {
+			slots.map((slot) => {
 				const requestId = `${key}-${burst}-${slot}`;
 				requestIds.push(requestId);
 				const event: FleetEvent = { slot };
-				return environment.invoke<FleetAnswer>(event, { requestId });
+				return (environments[slot] as ExecutionEnvironment).invoke<FleetAnswer>(event, { requestId });
 			}),
 		);
 		let failed = 0;

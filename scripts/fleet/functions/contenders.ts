@@ -71,14 +71,18 @@ const unitOfWork = async (db: Statements, event: FleetEvent): Promise<FleetAnswe
 const middyOptions = { timeoutEarlyInMillis: 250 };
 
 const viaMiddleware = () => {
-	// `connectRetry: false` is passed only when this contender runs, and typed loosely: the driver runs it only when
-	// the middleware has the option (an unknown option is a TypeError at cold start), and this file must compile
-	// against a middleware without it too.
+	// `connectRetry: false` and `serverPressure: false` are passed only when their contender runs, and typed
+	// loosely: the driver runs such a contender only when the middleware has the option (an unknown option is a
+	// TypeError at cold start), and this file must compile against a middleware without it too.
 	const extra: Partial<MysqlConnectionOptions> =
-		contender === "scoped-no-retry" ? ({ connectRetry: false } as Partial<MysqlConnectionOptions>) : {};
+		contender === "scoped-no-retry"
+			? ({ connectRetry: false } as Partial<MysqlConnectionOptions>)
+			: contender === "pool-no-pressure"
+				? ({ serverPressure: false } as Partial<MysqlConnectionOptions>)
+				: {};
 	const options: MysqlConnectionOptions =
-		contender === "pool"
-			? { mode: "pool", config: { ...config, connectionLimit: 1 } }
+		contender === "pool" || contender === "pool-no-pressure"
+			? { mode: "pool", config: { ...config, connectionLimit: 1 }, ...extra }
 			: { mode: "scoped", config, ...extra };
 	return middy<FleetEvent, FleetAnswer>(middyOptions)
 		.use(

@@ -7,6 +7,7 @@ import { defaults } from "@middy-conn/mysql";
 export const features = {
 	/** `connectRetry` (retry of connects refused by a full server): the "scoped, no retry" contender needs it. */
 	connectRetry: "connectRetry" in defaults,
-	/** `serverPressure` (pool mode closes idle connections when the server is nearly full): reported only. */
+	/** `serverPressure` (pool mode stops keeping connections warm when the server is nearly full): the "pool, no
+	 * serverPressure" contender needs it. */
 	serverPressure: "serverPressure" in defaults,
 };
