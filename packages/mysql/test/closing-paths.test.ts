@@ -6,7 +6,7 @@ import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-f
 import type { RowDataPacket } from "mysql2";
 import { describe, expect, it } from "vitest";
 import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
+import { configOf, inMode, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_closing", { settle: "wait" });
 usePoolCleanup(closeMysqlPools);
@@ -20,8 +20,7 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 		const stats: MysqlConnectionStats[] = [];
 		const { logger } = recordingLogger();
 		const middleware = mysqlConnection({
-			config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-			mode,
+			...inMode(db, mode),
 			logger,
 			onStats: (s) => {
 				stats.push(s);

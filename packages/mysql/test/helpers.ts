@@ -13,6 +13,15 @@ export const configOf = (db: TestDatabase): MysqlConfig => ({
 	database: db.database,
 });
 
+/**
+ * `config` and `mode` for a test run in `mode`: in pool mode, a pool of one connection, so that one connection
+ * stays warm and the next invocation gets the same server session back.
+ */
+export const inMode = (db: TestDatabase, mode: "scoped" | "pool") => ({
+	config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
+	mode,
+});
+
 /** Calls the handler with a fresh context (handlers typed with `context.db` take a plain one: the middleware adds it). */
 export const invoke = <TResult = unknown>(
 	handler: unknown,

@@ -18,7 +18,7 @@ import {
 	type MysqlContext,
 	mysqlConnection,
 } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
+import { configOf, inMode, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 // settle "kill": a test that failed may have left sessions behind: they must not fail the next one too
 const { admin, db } = useTestDatabase("mysql_lifecycle", {
@@ -124,8 +124,7 @@ describe.each(modes)("mode %s", (mode) => {
 		const stats: MysqlConnectionStats[] = [];
 		const { logger, lines } = recordingLogger();
 		const middleware = mysqlConnection({
-			config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-			mode,
+			...inMode(db, mode),
 			logger,
 			...(withStats ? { onStats: (s: MysqlConnectionStats) => void stats.push(s) } : {}),
 			...options,

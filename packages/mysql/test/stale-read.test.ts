@@ -7,7 +7,7 @@ import type { RowDataPacket } from "mysql2";
 import mysql from "mysql2/promise";
 import { describe, expect, it } from "vitest";
 import { closeMysqlPools, type InvocationDb, mysqlConnection } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
+import { configOf, inMode, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_stale", {
 	tables: ["orders (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40))"],
@@ -80,8 +80,7 @@ describe("the stale read of seed 003", () => {
 				.use(
 					mysqlConnection({
 						// pool mode with a single connection: the second invocation gets the very same server connection
-						config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-						mode,
+						...inMode(db, mode),
 						logger: recordingLogger().logger,
 					}),
 				)

@@ -27,7 +27,7 @@ import {
 	type MysqlConnectionStats,
 	mysqlConnection,
 } from "../src/index.ts";
-import { configOf, invoke, recordingLogger } from "./helpers.ts";
+import { configOf, inMode, invoke, recordingLogger } from "./helpers.ts";
 
 // Middy reads the `awslambda` global when a streaming handler is created.
 installLambdaStreaming();
@@ -103,8 +103,7 @@ describe.each(modes)("mode %s: a streamed response keeps its connection until th
 		const stats: MysqlConnectionStats[] = [];
 		const { lines, logger } = recordingLogger();
 		const middleware = mysqlConnection({
-			config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-			mode,
+			...inMode(db, mode),
 			logger,
 			onStats: (s) => {
 				stats.push(s);
@@ -578,8 +577,7 @@ describe("mysqlConnection and httpPool in one streaming function", () => {
 				)
 				.use(
 					mysqlConnection({
-						config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-						mode,
+						...inMode(db, mode),
 						logger,
 						onStats: (s) => {
 							mysqlStats.push(s);

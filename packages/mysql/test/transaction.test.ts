@@ -11,7 +11,7 @@ import {
 	type MysqlConnectionStats,
 	mysqlConnection,
 } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
+import { configOf, inMode, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_tx", {
 	tables: ["items (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(40))"],
@@ -30,8 +30,7 @@ const modes = ["scoped", "pool"] as const;
 describe.each(modes)("mode %s: the transaction option", (mode) => {
 	const middleware = (extra: Partial<MysqlConnectionOptions> = {}, stats: MysqlConnectionStats[] = []) =>
 		mysqlConnection({
-			config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-			mode,
+			...inMode(db, mode),
 			transaction: true,
 			logger: recordingLogger().logger,
 			onStats: (s) => void stats.push(s),
@@ -200,8 +199,7 @@ describe.each(modes)("mode %s: a transaction the handler leaves open", (mode) =>
 			.use(
 				mysqlConnection({
 					// pool mode with one connection: the next invocation gets the same server session back
-					config: { ...configOf(db), ...(mode === "pool" ? { connectionLimit: 1 } : {}) },
-					mode,
+					...inMode(db, mode),
 					logger,
 				}),
 			)
