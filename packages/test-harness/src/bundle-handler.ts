@@ -1,6 +1,8 @@
-// One way to bundle a Lambda handler, shared by the examples' `build` script, their bundle tests, the demo and the
-// soak: the same settings as the examples' SAM templates (esbuild, ESM, Node 22 target, minified), so what runs
-// here is what gets deployed.
+// One way to bundle a Lambda handler, shared by the examples' bundle tests, the demo, the soak, the fleet run and
+// the cold-start benchmark: the same settings as the examples' SAM templates and their `build` scripts (esbuild,
+// ESM, Node 24 target, minified, a source map next to the bundle), so what runs here is what gets deployed. Run
+// with --enable-source-maps (the templates set it in NODE_OPTIONS), a stack trace names handler.ts and the
+// packages' sources instead of handler.mjs:1:26622.
 //
 // Everything is bundled, mysql2 and undici included: the Lambda Node runtime ships neither as an importable
 // module (it has the AWS SDK v3 and nothing else), so a function that leaves them external fails at import.
@@ -12,7 +14,7 @@ import { workspaceSourceUrl } from "./workspace-sources.ts";
 export interface BundleOptions {
 	/** The handler's source, e.g. examples/orders-api/handler.ts. */
 	entry: string;
-	/** Where the bundle goes, e.g. examples/orders-api/dist/handler.mjs. */
+	/** Where the bundle goes, e.g. examples/orders-api/dist/handler.mjs (and its source map, handler.mjs.map). */
 	outfile: string;
 	/** Default true, as in the SAM templates. */
 	minify?: boolean;
@@ -20,7 +22,9 @@ export interface BundleOptions {
 
 export interface Bundle {
 	outfile: string;
-	/** Size of the bundle on disk. */
+	/** The source map next to it, which Node reads only with --enable-source-maps. */
+	sourcemap: string;
+	/** Size of the bundle on disk (the module Lambda loads; its source map not counted). */
 	bytes: number;
 	/** Bytes each npm package (or "(workspace)" for this repo's packages and the example itself) contributes. */
 	bytesByPackage: Record<string, number>;
@@ -60,10 +64,11 @@ export const bundleHandler = async (options: BundleOptions): Promise<Bundle> => 
 		outfile: options.outfile,
 		bundle: true,
 		platform: "node",
-		target: "node22",
+		target: "node24",
 		format: "esm",
 		minify: options.minify ?? true,
-		sourcemap: false,
+		// A separate .map file named by a comment in the bundle, as the templates' `Sourcemap: true` writes it.
+		sourcemap: "linked",
 		legalComments: "none",
 		banner: { js: COMMONJS_BANNER },
 		// Resolve dependencies from the example's own folder, as `sam build` does.
@@ -74,14 +79,15 @@ export const bundleHandler = async (options: BundleOptions): Promise<Bundle> => 
 	});
 	const bytesByPackage: Record<string, number> = {};
 	let bytes = 0;
-	for (const output of Object.values(result.metafile.outputs)) {
+	for (const [path, output] of Object.entries(result.metafile.outputs)) {
+		if (path.endsWith(".map")) continue;
 		bytes += output.bytes;
 		for (const [input, { bytesInOutput }] of Object.entries(output.inputs)) {
 			const name = packageOf(input);
 			bytesByPackage[name] = (bytesByPackage[name] ?? 0) + bytesInOutput;
 		}
 	}
-	return { outfile: options.outfile, bytes, bytesByPackage };
+	return { outfile: options.outfile, sourcemap: `${options.outfile}.map`, bytes, bytesByPackage };
 };
 
 /** "412.3 kB" */
