@@ -8,6 +8,7 @@ import { setTimeout as delay, setImmediate } from "node:timers/promises";
 import middy, { type MiddlewareObj, type Request } from "@middy/core";
 import { closeMysqlPools, type MysqlContext, mysqlConnection } from "@middy-conn/mysql";
 import {
+	eventually,
 	outcome,
 	useHttpServer,
 	usePoolCleanup,
@@ -47,16 +48,6 @@ type Invoke = (event: unknown, context: HttpContext) => Promise<unknown>;
 type Outcome = { value?: unknown; error?: unknown };
 
 const codeOf = (error: unknown): unknown => (error as { code?: unknown } | undefined)?.code;
-
-/** Polls (bounded) until `check` holds; returns whether it did. */
-const eventually = async (check: () => boolean, timeoutMs = 2000): Promise<boolean> => {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		if (check()) return true;
-		if (Date.now() >= deadline) return false;
-		await delay(5);
-	}
-};
 
 /** Follows a promise's state as it changes: "pending" until it settles. */
 const track = (promise: Promise<unknown>) => {
@@ -729,7 +720,7 @@ describe("5. a timeout is acted on the moment Middy raises it", () => {
 					onError: async (request) => {
 						const reports = statsOf(request.context).length;
 						const requestNow = await settledBy(inFlight as Promise<unknown>);
-						const socketClosed = await eventually(() => server.stats.open === 0, 1000);
+						const socketClosed = await eventually(() => server.stats.open === 0, { timeoutMs: 1000 });
 						seen = { reports, request: requestNow, socketClosed };
 					},
 				})
@@ -796,7 +787,9 @@ describe("8. concurrency: 30 invocations at once in one process, one pool of 4 c
 					const hang = context.http.request({ path: `/hang?i=${i}`, method: "GET", headers });
 					hangs.set(i, track(hang));
 					hang.catch(() => {});
-					if (!(await eventually(() => server.receivedCount("GET", `/hang?i=${i}`) === 1, 5000))) {
+					if (
+						!(await eventually(() => server.receivedCount("GET", `/hang?i=${i}`) === 1, { timeoutMs: 5000 }))
+					) {
 						throw new Error(`${i}: /hang never reached the server`);
 					}
 					if (kind === "timeout") await hang;

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { Readable } from "node:stream";
-import { setImmediate, setTimeout as sleep } from "node:timers/promises";
+import { setImmediate } from "node:timers/promises";
 import middy from "@middy/core";
 import { executionModeStreamifyResponse } from "@middy/core/executionModeStreamifyResponse";
 import {
@@ -15,7 +15,7 @@ import {
 	patternBytes,
 	type StreamingInvokeOptions,
 } from "@middy-conn/test-harness";
-import { useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
+import { eventually, useHttpServer, usePoolCleanup } from "@middy-conn/test-harness/test-fixtures";
 import { fetch } from "undici";
 import { describe, expect, it } from "vitest";
 import {
@@ -69,13 +69,6 @@ const invoke = async (handler: unknown, options: StreamingInvokeOptions = {}) =>
 	} finally {
 		await setImmediate();
 	}
-};
-
-/** Polls (bounded) until `check` holds; returns its last answer. */
-const eventually = async (check: () => boolean, timeoutMs = 2000): Promise<boolean> => {
-	const deadline = Date.now() + timeoutMs;
-	while (!check() && Date.now() < deadline) await sleep(10);
-	return check();
 };
 
 const streaming = () => middy({ executionMode: executionModeStreamifyResponse });

@@ -8,7 +8,7 @@ import net from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
-import { usePoolCleanup, useTestDatabase, within } from "@middy-conn/test-harness/test-fixtures";
+import { eventually, usePoolCleanup, useTestDatabase, within } from "@middy-conn/test-harness/test-fixtures";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { describe, expect, it } from "vitest";
 import {
@@ -58,13 +58,16 @@ const sessionOf = async (id: number) => (await admin.processlist(db.user)).find(
 // The polls' bounds leave room for a loaded CI machine (MariaDB sometimes takes up to 2 s to act on a KILL, see
 // below) and stay short of the SLEEPs the tests give up on: a statement merely abandoned is still listed then.
 
+/** How the server is polled: at most 1 s by default, every 20 ms. */
+const serverPoll = { timeoutMs: 1000, everyMs: 20 };
+
 /** Polls (bounded) until the server no longer lists the session. */
 const sessionGone = (id: number, timeoutMs = 3000): Promise<boolean> =>
-	eventually(async () => !(await sessionOf(id)), timeoutMs);
+	eventually(async () => !(await sessionOf(id)), { ...serverPoll, timeoutMs });
 
 /** Polls (bounded) until the session runs no statement (gone, or idle). */
 const statementStopped = (id: number, timeoutMs = 3000): Promise<boolean> =>
-	eventually(async () => ((await sessionOf(id))?.info ?? null) === null, timeoutMs);
+	eventually(async () => ((await sessionOf(id))?.info ?? null) === null, { ...serverPoll, timeoutMs });
 
 /**
  * Whether a row of `counters` is free of locks right now: the admin session tries to lock it without waiting
@@ -77,16 +80,6 @@ const rowLockFree = async (row: number): Promise<boolean> => {
 	);
 	if (probe.error && codeOf(probe.error) !== "ER_LOCK_WAIT_TIMEOUT") throw probe.error;
 	return probe.error === undefined;
-};
-
-/** Polls (bounded) until `check` holds; returns whether it did. */
-const eventually = async (check: () => Promise<boolean>, timeoutMs = 1000): Promise<boolean> => {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		if (await check()) return true;
-		if (Date.now() >= deadline) return false;
-		await delay(20);
-	}
 };
 
 /** A plain connection of the test user, outside any middleware: "another client". */
@@ -316,10 +309,12 @@ describe.each(modes)("mode %s", (mode) => {
 				// released: the reset was on the wire before the invocation settled (its answer is awaited by the next
 				// acquire), so the transaction is rolled back within a round trip: the row lock is free, and the session
 				// stays, idle
-				expect(await eventually(() => rowLockFree(c.row))).toBe(true);
+				expect(await eventually(() => rowLockFree(c.row), serverPoll)).toBe(true);
 				expect(await sessionOf(id)).toBeDefined();
 				// (the server may list it as "Reset connection" for a moment after it answered the reset)
-				expect(await eventually(async () => (await sessionOf(id))?.command === "Sleep")).toBe(true);
+				expect(await eventually(async () => (await sessionOf(id))?.command === "Sleep", serverPoll)).toBe(
+					true,
+				);
 				// released once, and kept: the next invocation gets the very same session
 				expect(await nextInvocationRuns()).toBe(id);
 			} else {
@@ -865,7 +860,7 @@ describe.each(modes)("mode %s", (mode) => {
 			// pool: no more than its limit, every session idle (the killed ones gone)
 			const busySessions = async () =>
 				(await admin.processlist(db.user)).filter((p) => p.info !== null || p.command !== "Sleep");
-			await eventually(async () => (await busySessions()).length === 0, 4000);
+			await eventually(async () => (await busySessions()).length === 0, { ...serverPoll, timeoutMs: 4000 });
 			expect(await busySessions()).toEqual([]);
 			expect(await admin.connectionsOf(db.user)).toBeLessThanOrEqual(connectionLimit);
 			// and every slot of the pool is free again: 5 invocations can hold a connection at the same time

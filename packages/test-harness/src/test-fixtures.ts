@@ -282,6 +282,26 @@ export const outcome = <T>(promise: Promise<T>): Promise<{ value?: T; error?: un
 		(error: unknown) => ({ error }),
 	);
 
+export interface EventuallyOptions {
+	/** Give up after this long (default 2000 ms): a bound for a failing test, not a timing claim. */
+	timeoutMs?: number;
+	/** Between two checks (default 10 ms). */
+	everyMs?: number;
+}
+
+/** Polls (bounded) until `check` holds; returns whether it did. */
+export const eventually = async (
+	check: () => boolean | Promise<boolean>,
+	{ timeoutMs = 2000, everyMs = 10 }: EventuallyOptions = {},
+): Promise<boolean> => {
+	const deadline = Date.now() + timeoutMs;
+	for (;;) {
+		if (await check()) return true;
+		if (Date.now() >= deadline) return false;
+		await new Promise((resolve) => setTimeout(resolve, everyMs));
+	}
+};
+
 /** Settles `promise` into its outcome, or says it did not settle within `ms` (a bound, not a timing claim). */
 export const within = async <T>(promise: Promise<T>, ms: number) => {
 	let timer: NodeJS.Timeout | undefined;
