@@ -5,18 +5,24 @@ import middy from "@middy/core";
 import { closeHttpPools, httpPool } from "@middy-conn/http-pool";
 import { closeMysqlPools, mysqlConnection } from "@middy-conn/mysql";
 import { invokeInProcess } from "@middy-conn/test-harness";
-import { useHttpServer, usePoolCleanup, useUnreachablePeers } from "@middy-conn/test-harness/test-fixtures";
+import {
+	recordingLogger,
+	useHttpServer,
+	usePoolCleanup,
+	useUnreachablePeers,
+} from "@middy-conn/test-harness/test-fixtures";
 import { describe, expect, it } from "vitest";
 
 const https = useHttpServer({ tls: true });
 const unreachable = useUnreachablePeers();
 usePoolCleanup(closeHttpPools, closeMysqlPools);
 
+/** A recording logger, and the warnings it has been given so far. */
 const capture = () => {
-	const warnings: string[] = [];
+	const { lines, logger } = recordingLogger();
 	return {
-		warnings,
-		logger: { info() {}, warn: (message: string) => void warnings.push(message), error() {} },
+		logger,
+		warnings: () => lines.filter((line) => line.level === "warn").map((line) => line.message),
 	};
 };
 
@@ -30,7 +36,7 @@ describe("switching certificate verification off is never silent", () => {
 			.handler(
 				async (_event, context) => (await context.http.request({ path: "/json", method: "GET" })).statusCode,
 			);
-		expect(warnings).toEqual([expect.stringMatching(unverified)]);
+		expect(warnings()).toEqual([expect.stringMatching(unverified)]);
 		expect(await invokeInProcess(handler, {})).toBe(200);
 	});
 
@@ -50,12 +56,12 @@ describe("switching certificate verification off is never silent", () => {
 				}),
 			)
 			.handler(async (_event, context) => context.db.query("SELECT 1"));
-		expect(warnings).toEqual([expect.stringMatching(unverified)]);
+		expect(warnings()).toEqual([expect.stringMatching(unverified)]);
 		const handshakes = unreachable.mysqlTls.tlsHandshakes;
 		// The impostor refuses every login; what matters is that the TLS handshake happened, unverified.
 		await expect(invokeInProcess(handler, {})).rejects.toMatchObject({ code: "ER_ACCESS_DENIED_ERROR" });
 		expect(unreachable.mysqlTls.tlsHandshakes).toBe(handshakes + 1);
-		expect(warnings).toHaveLength(1);
+		expect(warnings()).toHaveLength(1);
 	});
 
 	it.each([
@@ -78,9 +84,9 @@ describe("switching certificate verification off is never silent", () => {
 		const handler = middy()
 			.use(mysqlConnection({ config: resolved as never, logger }))
 			.handler(async (_event, context) => context.db.query("SELECT 1"));
-		expect(warnings).toEqual([]);
+		expect(warnings()).toEqual([]);
 		for (let i = 0; i < 2; i++) await invokeInProcess(handler, {}).catch(() => {});
-		expect(warnings).toEqual([expect.stringMatching(unverified)]);
+		expect(warnings()).toEqual([expect.stringMatching(unverified)]);
 	});
 
 	it("mysqlConnection(): no warning for a verified connection", async () => {
@@ -99,6 +105,6 @@ describe("switching certificate verification off is never silent", () => {
 			)
 			.handler(async (_event, context) => context.db.query("SELECT 1"));
 		await invokeInProcess(handler, {}).catch(() => {});
-		expect(warnings).toEqual([]);
+		expect(warnings()).toEqual([]);
 	});
 });
