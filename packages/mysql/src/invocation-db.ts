@@ -183,8 +183,9 @@ export class InvocationConnection implements InvocationResource {
 	}
 
 	// BEGIN, lazily, before the first statement. `SET TRANSACTION ISOLATION LEVEL` (next transaction only) is sent
-	// only when an isolation level was asked for: one more round trip. RDS Proxy tracks the isolation level as a
-	// session variable, so it does not pin the connection (its docs list it among the tracked variables).
+	// only when an isolation level was asked for: one more round trip. RDS Proxy tracks the isolation level when it
+	// is set for the session; this next-transaction form is not covered by its docs and may pin (mysql README,
+	// "RDS Proxy"), which is why nothing is sent by default.
 	#beginManaged(connection: Connection): Promise<void> {
 		const transaction = this.#shared.settings.transaction;
 		this.#tx = "open";
