@@ -35,6 +35,7 @@ import {
 } from "@middy-conn/test-harness";
 import mysql from "mysql2/promise";
 import { defer } from "../cleanup.ts";
+import { codeVersion } from "./code-version.ts";
 import {
 	CONTENDERS,
 	type ContenderKey,
@@ -148,6 +149,8 @@ export interface FleetRun {
 	/** Connections the app user could open before the server refused, measured before the contenders ran. */
 	measuredAppCapacity: number;
 	features: { connectRetry: boolean; serverPressure: boolean };
+	/** The commit measured, and the code files that differed from it when the function was bundled. */
+	codeVersion: string;
 	results: ContenderResult[];
 	/** Any contender user's connections after everything was killed, at the very end. */
 	finalLeaks: number;
@@ -262,6 +265,8 @@ export interface RunOptions {
 /** Runs the simulation; what it starts is undone by scripts/cleanup.ts's cleanups (the caller runs them). */
 export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun> => {
 	const started = performance.now();
+	// What is measured is what is bundled now.
+	const code = codeVersion();
 	say("bundling the fleet's function with esbuild, as `sam build` does");
 	const work = mkdtempSync(join(tmpdir(), "middy-conn-fleet-"));
 	defer(() => rmSync(work, { recursive: true, force: true }), { label: "the bundles' folder", sync: true });
@@ -276,6 +281,7 @@ export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun>
 	const { features } = (await import(pathToFileURL(probe.outfile).href)) as {
 		features: FleetRun["features"];
 	};
+	say(`  code measured: ${code}`);
 	say(
 		`  contenders.mjs ${formatBytes(bundle.bytes)}; the middleware has connectRetry: ${features.connectRetry ? "yes" : "no"}, serverPressure: ${features.serverPressure ? "yes" : "no"}`,
 	);
@@ -401,6 +407,7 @@ export const runFleet = async ({ settings, say }: RunOptions): Promise<FleetRun>
 		ballast,
 		measuredAppCapacity,
 		features,
+		codeVersion: code,
 		results,
 		finalLeaks,
 		elapsedMs: performance.now() - started,
