@@ -104,10 +104,15 @@ const shutdown = async () => {
 	} catch (caught) {
 		error = serializeError(caught);
 	}
-	// Sockets closed just now leave the list a turn or two later.
-	await new Promise((resolve) => setTimeout(resolve, 20));
+	// Sockets closed just now leave the list some turns later, more of them on a busy machine: look again for up to
+	// 3 s (bounded), so that what is reported is what stayed open, not what was still closing.
 	// Besides this port, which is let go of below.
-	const activeResources = process.getActiveResourcesInfo().filter((resource) => resource !== "MessagePort");
+	const stillActive = () => process.getActiveResourcesInfo().filter((resource) => resource !== "MessagePort");
+	let activeResources = stillActive();
+	for (const started = Date.now(); activeResources.length > 0 && Date.now() - started < 3000; ) {
+		await new Promise((resolve) => setTimeout(resolve, 20));
+		activeResources = stillActive();
+	}
 	send({ type: "shutdown-done", report, activeResources, ...(error ? { error } : {}) });
 	// No more messages: with nothing else open, the thread ends by itself.
 	port.unref();

@@ -39,7 +39,7 @@ export interface WorkerShutdown {
 	report: unknown;
 	/** The module's `shutdown` or `report` threw this. */
 	error?: SerializedError;
-	/** `process.getActiveResourcesInfo()` in the worker just after its shutdown (its message port left out). */
+	/** `process.getActiveResourcesInfo()` in the worker after its shutdown, once what was still closing has closed (up to 3 s; its message port left out). */
 	activeResources: string[];
 	/** The thread ended by itself once it had nothing left to do; false if it had to be terminated. */
 	exitedByItself: boolean;
@@ -186,7 +186,7 @@ const startWorker = (
 				post({ type: "invoke", id, requestId: randomUUID(), deadlineMs: Date.now() + timeoutMs, event });
 			});
 		},
-		async shutdown(ms = 5000) {
+		async shutdown(ms = 10_000) {
 			if (exited) throw failure ?? new Error(`worker ${index} has exited`);
 			const done = await bounded(
 				new Promise<Extract<FromWorker, { type: "shutdown-done" }>>((resolve) => {
