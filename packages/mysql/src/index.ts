@@ -1,9 +1,11 @@
 // @middy-conn/mysql: a MySQL connection bound to one Lambda invocation, and closed on every path.
 //
-//   export const handler = middy(async (event, context) => {
-//     const [rows] = await context.db.query("SELECT * FROM orders WHERE id = ?", [event.id]);
-//     return rows;
-//   }).use(mysqlConnection({ config: { host, user, password, database } }));
+//   export const handler = middy<{ id: number }>()
+//     .use(mysqlConnection({ config: { host, user, password, database } }))
+//     .handler(async (event, context) => {
+//       const [rows] = await context.db.query("SELECT * FROM orders WHERE id = ?", [event.id]);
+//       return rows;
+//     });
 //
 // Why per invocation: a connection kept at module scope and reused across invocations keeps its session, and
 // with it a REPEATABLE READ read view or a transaction that a failed invocation left open. The next invocations
