@@ -61,11 +61,14 @@ export const connect = async (context: AcquireContext): Promise<Lease> => {
 		core = await withConnectRetry(shared.settings.connectRetry, retryScope(context), () =>
 			openConnection(context, resolved),
 		);
-		if (shared.settings.cancelOnTimeout) sessionId = await learnConnectionId(core.promise());
+		if (shared.settings.cancelOnTimeout) sessionId = await sessionIdOf(core, core.promise(), signal);
+		// The invocation ended while the session id was on its way: nobody else would close this connection.
+		if (signal.aborted) throw closedError(shared.settings.contextKey);
 	} catch (error) {
 		stats.connectMs = performance.now() - started;
 		if (core) destroyHard(core, destroyedError("connect failed"));
 		if (error instanceof MiddyConnError) throw error;
+		if (signal.aborted) throw closedError(shared.settings.contextKey);
 		throw connectError(error, resolved.target, resolved.secrets, stats.connectRetries);
 	}
 	stats.connectMs = performance.now() - started;
@@ -91,6 +94,23 @@ const openConnection = async (context: AcquireContext, resolved: ResolvedConfig)
 		throw error;
 	} finally {
 		context.signal.removeEventListener("abort", onAbort);
+	}
+};
+
+// The session id (cancel.ts), read under the invocation's signal: a teardown while the answer is on its way (a slow
+// or silent network path) destroys the connection, so that a read that never ends cannot hold it past the invocation.
+const sessionIdOf = async (
+	core: Core,
+	connection: Connection,
+	signal: AbortSignal,
+): Promise<number | undefined> => {
+	if (signal.aborted) return undefined;
+	const onAbort = () => destroyHard(core, destroyedError("the invocation ended while connecting"));
+	signal.addEventListener("abort", onAbort, { once: true });
+	try {
+		return await learnConnectionId(connection);
+	} finally {
+		signal.removeEventListener("abort", onAbort);
 	}
 };
 
@@ -171,11 +191,12 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		let sessionId = pool.sessionIds.get(core);
 		if (sessionId === undefined && shared.settings.cancelOnTimeout) {
 			try {
-				sessionId = await learnConnectionId(connection);
+				sessionId = await sessionIdOf(core, connection, signal);
 			} catch (error) {
 				core.removeListener("error", context.onCoreError);
 				destroyHard(core, destroyedError("could not read its session id"));
 				stats.connectMs = performance.now() - started;
+				if (signal.aborted) throw closedError(shared.settings.contextKey);
 				throw connectError(error, pool.resolved.target, pool.resolved.secrets);
 			}
 			if (sessionId !== undefined) pool.sessionIds.set(core, sessionId);

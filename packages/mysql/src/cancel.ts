@@ -35,15 +35,16 @@ const sideConnectionConfig = (resolved: ResolvedConfig, budgetMs: number): Recor
 	return config;
 };
 
-/**
- * Kills the session `id` within `budgetMs`. Never rejects: says whether the server confirmed it, and warns (with
- * the driver's code, never a secret) when it could not.
- */
 /** The statement the session runs is ours: the text we sent, up to its first placeholder (values are formatted in). */
 export const runsStatement = (info: string, sent: string): boolean => {
 	const prefix = (sent.split("?")[0] ?? "").trim().slice(0, 200);
 	return info.trim().startsWith(prefix);
 };
+
+/**
+ * Kills the session `id` within `budgetMs`. Never rejects: says whether the server confirmed it, and warns (with
+ * the driver's code, never a secret) when it could not.
+ */
 
 export const killSession = async (
 	resolved: ResolvedConfig,

@@ -176,7 +176,15 @@ export class InvocationConnection implements InvocationResource {
 			onCoreError: this.#onCoreError,
 		};
 		const leased = this.#shared.settings.mode === "pool" ? acquire(context) : connect(context);
+		const { signal } = this.#abort;
 		return leased.then((lease) => {
+			// Teardown gave the acquire up between its last check and now: it would never close this connection.
+			if (signal.aborted) {
+				lease.core.removeListener("error", this.#onCoreError);
+				if (lease.pooled) (lease.connection as unknown as { release(): void }).release();
+				else destroyHard(lease.core, destroyedError("the invocation ended while connecting"));
+				throw closedError(this.#shared.settings.contextKey);
+			}
 			this.#current = lease;
 			return lease;
 		});

@@ -228,6 +228,34 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 		}
 	});
 
+	it("closes a connection whose session id is still on its way when Middy's timeout ends the invocation", async () => {
+		// The handshake completes; the SELECT CONNECTION_ID() that follows it (cancelOnTimeout) never gets an answer.
+		const proxy = await startFreezableProxy(db, { freezeOn: (chunk) => chunk.includes("CONNECTION_ID()") });
+		try {
+			const stats: MysqlConnectionStats[] = [];
+			const handler = middy({ timeoutEarlyInMillis: 250 })
+				.use(
+					mysqlConnection({
+						config: { ...configOf(db), host: proxy.host, port: proxy.port },
+						mode,
+						logger: false,
+						onStats: (s) => void stats.push(s),
+					}),
+				)
+				.handler(async (_event, context) => {
+					await context.db.query("SELECT 1");
+					return "too late";
+				});
+			const result = await outcome(invoke(handler, {}, { timeoutMs: 600 }));
+			expect((result.error as Error).name).toBe("TimeoutError");
+			expect(stats.at(-1)).toMatchObject({ connected: false, acquired: false });
+			// nothing holds the connection once the invocation is over: the server sees it go
+			expect(await admin.settleConnections(db.user, 0, 3000)).toBe(0);
+		} finally {
+			await proxy.close();
+		}
+	});
+
 	it("refuses statements once the invocation has ended, rather than opening a connection nothing would close", async () => {
 		const { middleware } = setup();
 		// observed from the start: it fails after the invocation, possibly before invoke() has returned

@@ -39,13 +39,20 @@ export { outcome, recordingLogger } from "@middy-conn/test-harness/test-fixtures
  * A loopback TCP proxy whose open connections can be frozen: bytes stop flowing both ways and nothing is closed,
  * like a server (or a path to it) that stops answering. Connections opened after a freeze work normally.
  */
-export const startFreezableProxy = async (target: { host: string; port: number }) => {
+export const startFreezableProxy = async (
+	target: { host: string; port: number },
+	options: {
+		/** Freezes a connection (this chunk included) as soon as the client sends a chunk this returns true for. */
+		freezeOn?: (clientChunk: Buffer) => boolean;
+	} = {},
+) => {
 	const flows = new Set<{ client: Socket; upstream: Socket; frozen: boolean }>();
 	const server = createServer((client) => {
 		const upstream = connect({ host: target.host, port: target.port });
 		const flow = { client, upstream, frozen: false };
 		flows.add(flow);
 		client.on("data", (chunk: Buffer) => {
+			if (options.freezeOn?.(chunk)) flow.frozen = true;
 			if (!flow.frozen) upstream.write(chunk);
 		});
 		upstream.on("data", (chunk: Buffer) => {
