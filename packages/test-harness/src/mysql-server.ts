@@ -154,7 +154,10 @@ export interface StartMysqlServerOptions {
 
 export const startMysqlServer = async (options: StartMysqlServerOptions = {}): Promise<MysqlServer> => {
 	const { maxUserConnections } = options;
-	if (maxUserConnections !== undefined && !(Number.isSafeInteger(maxUserConnections) && maxUserConnections > 0)) {
+	if (
+		maxUserConnections !== undefined &&
+		!(Number.isSafeInteger(maxUserConnections) && maxUserConnections > 0)
+	) {
 		throw new TypeError(`maxUserConnections must be a positive integer, not ${maxUserConnections}`);
 	}
 	const url = options.dedicated || maxUserConnections !== undefined ? undefined : process.env.MYSQL_URL;
