@@ -39,9 +39,16 @@ const connectsSeen = async (proxy: TcpProxy, count: number): Promise<void> => {
 	if (proxy.stats.connections < count) throw new Error(`only ${proxy.stats.connections} connects seen`);
 };
 
-/** A handler that counts its statements' effects in table `runs`, behind `mysqlConnection(options)`. */
-const handlerWith = (options: MysqlConnectionOptions, stats: MysqlConnectionStats[]) =>
-	middy()
+/**
+ * A handler that counts its statements' effects in table `runs`, behind `mysqlConnection(options)`, with Middy's
+ * own early timeout at `timeoutEarlyInMillis` (Middy's default when undefined; 0 turns it off).
+ */
+const handlerWith = (
+	options: MysqlConnectionOptions,
+	stats: MysqlConnectionStats[],
+	timeoutEarlyInMillis?: number,
+) =>
+	middy(timeoutEarlyInMillis === undefined ? {} : { timeoutEarlyInMillis })
 		.use(mysqlConnection({ logger: false, onStats: (s) => stats.push(s), ...options }))
 		.handler(async (_event, context) => {
 			await context.db.query("INSERT INTO runs () VALUES ()");
@@ -156,20 +163,11 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 			const stats: MysqlConnectionStats[] = [];
 			// Waits of up to 20 ms, 100 attempts (about a second of them): only the 300 ms the invocation has can stop
 			// the retries. Middy's own timeout is off, so that it is the retry that gives up, not Middy.
-			const handler = middy({ timeoutEarlyInMillis: 0 })
-				.use(
-					mysqlConnection({
-						mode,
-						config: viaProxy(),
-						logger: false,
-						onStats: (s) => stats.push(s),
-						connectRetry: { attempts: 100, baseDelay: 20, maxDelay: 20 },
-					}),
-				)
-				.handler(async (_event, context) => {
-					await context.db.query("SELECT 1");
-					return "served";
-				});
+			const handler = handlerWith(
+				{ mode, config: viaProxy(), connectRetry: { attempts: 100, baseDelay: 20, maxDelay: 20 } },
+				stats,
+				0,
+			);
 			const before = proxy.stats.connections;
 
 			const { error } = await outcome(invoke(handler, {}, { timeoutMs: 300 }));
@@ -196,20 +194,11 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 			holder = await mysql.createConnection(configOf(db));
 			const stats: MysqlConnectionStats[] = [];
 			// Middy times out 50 ms into a 300 ms invocation, while refused connects are still being retried
-			const handler = middy({ timeoutEarlyInMillis: 250 })
-				.use(
-					mysqlConnection({
-						mode,
-						config: viaProxy(),
-						logger: false,
-						onStats: (s) => stats.push(s),
-						connectRetry: { attempts: 100, baseDelay: 5, maxDelay: 5 },
-					}),
-				)
-				.handler(async (_event, context) => {
-					await context.db.query("SELECT 1");
-					return "served";
-				});
+			const handler = handlerWith(
+				{ mode, config: viaProxy(), connectRetry: { attempts: 100, baseDelay: 5, maxDelay: 5 } },
+				stats,
+				250,
+			);
 
 			const { error } = await outcome(invoke(handler, {}, { timeoutMs: 300 }));
 
