@@ -62,13 +62,14 @@ export const connect = async (context: AcquireContext): Promise<Lease> => {
 			openConnection(context, resolved),
 		);
 		if (shared.settings.cancelOnTimeout) sessionId = await sessionIdOf(core, core.promise(), signal);
-		// The invocation ended while the session id was on its way: nobody else would close this connection.
-		if (signal.aborted) throw closedError(shared.settings.contextKey);
+		// The invocation ended while the session id was on its way: nobody else would close this connection. The same
+		// error as for an invocation that ends during the handshake (openConnection).
+		if (signal.aborted) throw destroyedError("the invocation ended while connecting");
 	} catch (error) {
 		stats.connectMs = performance.now() - started;
 		if (core) destroyHard(core, destroyedError("connect failed"));
 		if (error instanceof MiddyConnError) throw error;
-		if (signal.aborted) throw closedError(shared.settings.contextKey);
+		if (signal.aborted) throw destroyedError("the invocation ended while connecting");
 		throw connectError(error, resolved.target, resolved.secrets, stats.connectRetries);
 	}
 	stats.connectMs = performance.now() - started;

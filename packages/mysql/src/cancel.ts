@@ -45,7 +45,6 @@ export const runsStatement = (info: string, sent: string): boolean => {
  * Kills the session `id` within `budgetMs`. Never rejects: says whether the server confirmed it, and warns (with
  * the driver's code, never a secret) when it could not.
  */
-
 export const killSession = async (
 	resolved: ResolvedConfig,
 	id: number,

@@ -265,7 +265,8 @@ export class InvocationConnection implements InvocationResource {
 	interrupt(reason: Error): void {
 		if (this.#state === "closed") return;
 		if (!this.#current) {
-			// Still connecting: give the connect up (scoped: its socket is destroyed; pool: released on arrival).
+			// Still connecting: give the connect up (scoped: its socket is destroyed; pool: released on arrival, or
+			// destroyed while its session id is read).
 			this.#abort?.abort();
 			return;
 		}

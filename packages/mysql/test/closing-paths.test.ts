@@ -243,12 +243,19 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 					}),
 				)
 				.handler(async (_event, context) => {
-					await context.db.query("SELECT 1");
+					statement = outcome(context.db.query("SELECT 1"));
+					await statement;
 					return "too late";
 				});
+			let statement: Promise<{ error?: unknown }> | undefined;
 			const result = await outcome(invoke(handler, {}, { timeoutMs: 600 }));
 			expect((result.error as Error).name).toBe("TimeoutError");
 			expect(stats.at(-1)).toMatchObject({ connected: false, acquired: false });
+			// the handler's statement, still waiting for the connection, fails as every connect cut short does in its mode
+			const { error } = await (statement as NonNullable<typeof statement>);
+			expect((error as { code?: string }).code).toBe(
+				mode === "scoped" ? "MIDDY_CONN_MYSQL_DESTROYED" : "MIDDY_CONN_MYSQL_CLOSED",
+			);
 			// nothing holds the connection once the invocation is over: the server sees it go
 			expect(await admin.settleConnections(db.user, 0, 3000)).toBe(0);
 		} finally {
