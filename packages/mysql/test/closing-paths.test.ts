@@ -2,11 +2,12 @@
 // the close has finished when the invocation returns. Each case is checked against what the server counts, not
 // against what the client believes.
 import middy, { type MiddlewareObj } from "@middy/core";
+import { startTcpProxy } from "@middy-conn/test-harness";
 import { usePoolCleanup, useTestDatabase } from "@middy-conn/test-harness/test-fixtures";
 import type { RowDataPacket } from "mysql2";
 import { describe, expect, it } from "vitest";
 import { closeMysqlPools, type MysqlConnectionStats, mysqlConnection } from "../src/index.ts";
-import { configOf, inMode, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
+import { configOf, inMode, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_closing", { settle: "wait" });
 usePoolCleanup(closeMysqlPools);
@@ -199,7 +200,7 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 	});
 
 	it("bounds the close by closeTimeout when the server stops answering, then destroys the socket", async () => {
-		const proxy = await startFreezableProxy(db);
+		const proxy = await startTcpProxy(db);
 		try {
 			const stats: MysqlConnectionStats[] = [];
 			const handler = middy<{ freeze: boolean }>()
@@ -230,7 +231,7 @@ describe.each(modes)("mode %s: the connection is closed on every path", (mode) =
 
 	it("closes a connection whose session id is still on its way when Middy's timeout ends the invocation", async () => {
 		// The handshake completes; the SELECT CONNECTION_ID() that follows it (cancelOnTimeout) never gets an answer.
-		const proxy = await startFreezableProxy(db, { freezeOn: (chunk) => chunk.includes("CONNECTION_ID()") });
+		const proxy = await startTcpProxy(db, { freezeOn: (chunk) => chunk.includes("CONNECTION_ID()") });
 		try {
 			const stats: MysqlConnectionStats[] = [];
 			const handler = middy({ timeoutEarlyInMillis: 250 })

@@ -11,7 +11,7 @@ import {
 	type MysqlConnectionStats,
 	mysqlConnection,
 } from "../src/index.ts";
-import { configOf, invoke, outcome, recordingLogger, startFreezableProxy } from "./helpers.ts";
+import { configOf, invoke, outcome, recordingLogger } from "./helpers.ts";
 
 const { admin, db } = useTestDatabase("mysql_pool", { settle: "wait" });
 usePoolCleanup(closeMysqlPools);
@@ -154,7 +154,7 @@ describe("mode pool", () => {
 		// The reset is sent when an invocation gives its connection back, and awaited by the next acquire. Here the
 		// network path stops carrying bytes right after the first invocation (a frozen path): its reset is never
 		// answered, so the session may still hold the first invocation's state.
-		const path = await startFreezableProxy(db);
+		const path = await startTcpProxy(db);
 		try {
 			const stats: MysqlConnectionStats[] = [];
 			const { lines, logger } = recordingLogger();
@@ -185,7 +185,7 @@ describe("mode pool", () => {
 	});
 
 	it("Middy's timeout ends an acquire that waits for the previous invocation's reset answer, and no later invocation gets the connection unanswered", async () => {
-		const path = await startFreezableProxy(db);
+		const path = await startTcpProxy(db);
 		try {
 			const stats: MysqlConnectionStats[] = [];
 			const middleware = mysqlConnection({
