@@ -84,18 +84,29 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 
 	const viaProxy = () => ({ ...configOf(db), host: proxy.host, port: proxy.port });
 
+	/**
+	 * The user's only slot taken (by `holder`), and a handler connecting through the proxy with `options`: what it
+	 * reports, and how many connects the proxy had seen before it ran.
+	 */
+	const withTheSlotTaken = async (
+		options: Omit<MysqlConnectionOptions, "config">,
+		timeoutEarlyInMillis?: number,
+	) => {
+		holder = await mysql.createConnection(configOf(db));
+		const stats: MysqlConnectionStats[] = [];
+		const handler = handlerWith({ ...options, config: viaProxy() }, stats, timeoutEarlyInMillis);
+		return { stats, handler, before: proxy.stats.connections };
+	};
+
 	it.each(modes)(
 		"mode %s: retries the refused connect and serves the invocation once the slot is free",
 		async (mode) => {
-			holder = await mysql.createConnection(configOf(db));
-			const stats: MysqlConnectionStats[] = [];
-			const handler = handlerWith({ mode, config: viaProxy() }, stats);
-			const before = proxy.stats.connections;
+			const { stats, handler, before } = await withTheSlotTaken({ mode });
 
 			const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
 			// the first connect is refused, and a second one is on its way: only now is the slot given back
 			await connectsSeen(proxy, before + 2);
-			await holder.end();
+			await holder?.end();
 			holder = undefined;
 
 			expect(await result).toEqual({ value: 1 });
@@ -106,10 +117,7 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 	);
 
 	it.each(modes)("mode %s: fails at once with the server's code when connectRetry is false", async (mode) => {
-		holder = await mysql.createConnection(configOf(db));
-		const stats: MysqlConnectionStats[] = [];
-		const handler = handlerWith({ mode, config: viaProxy(), connectRetry: false }, stats);
-		const before = proxy.stats.connections;
+		const { stats, handler, before } = await withTheSlotTaken({ mode, connectRetry: false });
 
 		const { error } = await outcome(invoke(handler));
 
@@ -122,13 +130,10 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 	});
 
 	it.each(modes)("mode %s: stops after `attempts` connects, and says how often it retried", async (mode) => {
-		holder = await mysql.createConnection(configOf(db));
-		const stats: MysqlConnectionStats[] = [];
-		const handler = handlerWith(
-			{ mode, config: viaProxy(), connectRetry: { attempts: 3, baseDelay: 1, maxDelay: 5 } },
-			stats,
-		);
-		const before = proxy.stats.connections;
+		const { stats, handler, before } = await withTheSlotTaken({
+			mode,
+			connectRetry: { attempts: 3, baseDelay: 1, maxDelay: 5 },
+		});
 
 		const { error } = await outcome(invoke(handler, {}, { timeoutMs: 30_000 }));
 
@@ -140,14 +145,11 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 	});
 
 	it.each(modes)("mode %s: does not wait past the invocation's remaining time", async (mode) => {
-		holder = await mysql.createConnection(configOf(db));
-		const stats: MysqlConnectionStats[] = [];
 		// every wait may be up to 60 s, far more than the 50 ms left: no retry can finish in time
-		const handler = handlerWith(
-			{ mode, config: viaProxy(), connectRetry: { attempts: 100, baseDelay: 60_000, maxDelay: 60_000 } },
-			stats,
-		);
-		const before = proxy.stats.connections;
+		const { stats, handler, before } = await withTheSlotTaken({
+			mode,
+			connectRetry: { attempts: 100, baseDelay: 60_000, maxDelay: 60_000 },
+		});
 
 		const { error } = await outcome(invoke(handler, {}, { timeoutMs: 50 }));
 
@@ -159,16 +161,12 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 	it.each(modes)(
 		"mode %s: retries while time is left, then stops with the last refusal when the next wait would not fit",
 		async (mode) => {
-			holder = await mysql.createConnection(configOf(db));
-			const stats: MysqlConnectionStats[] = [];
 			// Waits of up to 20 ms, 100 attempts (about a second of them): only the 300 ms the invocation has can stop
 			// the retries. Middy's own timeout is off, so that it is the retry that gives up, not Middy.
-			const handler = handlerWith(
-				{ mode, config: viaProxy(), connectRetry: { attempts: 100, baseDelay: 20, maxDelay: 20 } },
-				stats,
+			const { stats, handler, before } = await withTheSlotTaken(
+				{ mode, connectRetry: { attempts: 100, baseDelay: 20, maxDelay: 20 } },
 				0,
 			);
-			const before = proxy.stats.connections;
 
 			const { error } = await outcome(invoke(handler, {}, { timeoutMs: 300 }));
 
@@ -191,12 +189,9 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 	it.each(modes)(
 		"mode %s: Middy's timeout ends the wait at once, and leaves no connection behind",
 		async (mode) => {
-			holder = await mysql.createConnection(configOf(db));
-			const stats: MysqlConnectionStats[] = [];
 			// Middy times out 50 ms into a 300 ms invocation, while refused connects are still being retried
-			const handler = handlerWith(
-				{ mode, config: viaProxy(), connectRetry: { attempts: 100, baseDelay: 5, maxDelay: 5 } },
-				stats,
+			const { stats, handler } = await withTheSlotTaken(
+				{ mode, connectRetry: { attempts: 100, baseDelay: 5, maxDelay: 5 } },
 				250,
 			);
 
@@ -205,7 +200,7 @@ describe("a user's connection limit is reached (MAX_USER_CONNECTIONS)", () => {
 			expect(error).toMatchObject({ name: "TimeoutError" });
 			expect(stats[0]?.connected).toBe(false);
 			expect(stats[0]?.connectRetries).toBeLessThan(99);
-			await holder.end();
+			await holder?.end();
 			holder = undefined;
 			// pool mode may keep a connection it opened once Middy had given up: unused, warm in the pool
 			expect(await admin.settleConnections(db.user, 0)).toBeLessThanOrEqual(mode === "pool" ? 1 : 0);
