@@ -278,6 +278,23 @@ describe("the server is full (a server of this test's own: its global limits cha
 		throw new Error("the server never refused a connection");
 	};
 
+	/**
+	 * Invokes a handler of `mode` through the proxy while the server refuses its connects, and frees one connection
+	 * once a retry is on its way (the first connect refused, a second one sent): what the invocation got and reported.
+	 */
+	const servedOnceAConnectionCloses = async (mode: (typeof modes)[number]) => {
+		const stats: MysqlConnectionStats[] = [];
+		const handler = handlerWith(
+			{ mode, config: { ...configOf(db), host: proxy.host, port: proxy.port } },
+			stats,
+		);
+		const before = proxy.stats.connections;
+		const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
+		await connectsSeen(proxy, before + 2);
+		await held.pop()?.end();
+		return { result: await result, stats };
+	};
+
 	describe("its global max_user_connections is reached (ER_TOO_MANY_USER_CONNECTIONS)", () => {
 		// Any one account may hold 1 connection: the test's holder takes the user's. (The admin's connection is open
 		// already: the limit is checked at connect.)
@@ -308,19 +325,9 @@ describe("the server is full (a server of this test's own: its global limits cha
 		it.each(modes)(
 			"mode %s: retries it, and is served once the user's other connection closes",
 			async (mode) => {
-				const stats: MysqlConnectionStats[] = [];
-				const handler = handlerWith(
-					{ mode, config: { ...configOf(db), host: proxy.host, port: proxy.port } },
-					stats,
-				);
-				const before = proxy.stats.connections;
+				const { result, stats } = await servedOnceAConnectionCloses(mode);
 
-				const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
-				// the first connect is refused, and a second one is on its way: only now is the slot given back
-				await connectsSeen(proxy, before + 2);
-				await held.pop()?.end();
-
-				expect(await result).toEqual({ value: 1 });
+				expect(result).toEqual({ value: 1 });
 				expect(stats[0]?.connectRetries).toBeGreaterThanOrEqual(1);
 				expect(stats[0]?.connected).toBe(true);
 			},
@@ -331,18 +338,9 @@ describe("the server is full (a server of this test's own: its global limits cha
 		"mode %s: retries ER_CON_COUNT_ERROR and is served when another environment's connection closes",
 		async (mode) => {
 			await fillServer();
-			const stats: MysqlConnectionStats[] = [];
-			const handler = handlerWith(
-				{ mode, config: { ...configOf(db), host: proxy.host, port: proxy.port } },
-				stats,
-			);
-			const before = proxy.stats.connections;
+			const { result, stats } = await servedOnceAConnectionCloses(mode);
 
-			const result = outcome(invoke<number>(handler, {}, { timeoutMs: 30_000 }));
-			await connectsSeen(proxy, before + 2);
-			await held.pop()?.end();
-
-			expect(await result).toEqual({ value: 1 });
+			expect(result).toEqual({ value: 1 });
 			expect(stats[0]?.connectRetries).toBeGreaterThanOrEqual(1);
 		},
 	);
