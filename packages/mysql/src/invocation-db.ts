@@ -181,8 +181,13 @@ export class InvocationConnection implements InvocationResource {
 			// Teardown gave the acquire up between its last check and now: it would never close this connection.
 			if (signal.aborted) {
 				lease.core.removeListener("error", this.#onCoreError);
-				if (lease.pooled) (lease.connection as unknown as { release(): void }).release();
-				else destroyHard(lease.core, destroyedError("the invocation ended while connecting"));
+				// The same error as a connect cut short earlier gives in its mode (acquire.ts).
+				if (!lease.pooled) {
+					const error = destroyedError("the invocation ended while connecting");
+					destroyHard(lease.core, error);
+					throw error;
+				}
+				(lease.connection as unknown as { release(): void }).release();
 				throw closedError(this.#shared.settings.contextKey);
 			}
 			this.#current = lease;
