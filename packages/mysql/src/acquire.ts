@@ -10,8 +10,8 @@ import mysql from "mysql2";
 import type { Connection } from "mysql2/promise";
 import { learnConnectionId } from "./cancel.ts";
 import { type RetryScope, withConnectRetry } from "./connect-retry.ts";
-import { closedError, connectError, destroyedError } from "./errors.ts";
-import { type Core, coreOf, destroyHard, isDead } from "./mysql2-adapter.ts";
+import { closedError, connectError, destroyedError, endedWhileConnectingError } from "./errors.ts";
+import { type Core, coreOf, destroyHard, isDead, releaseConnection } from "./mysql2-adapter.ts";
 import type { ResolvedConfig, Settings } from "./options.ts";
 import { mayConnect, type PendingReset, type WarmPool, warmPool, warmPoolByKey } from "./pool-cache.ts";
 import { noteServerFull } from "./server-pressure.ts";
@@ -64,12 +64,12 @@ export const connect = async (context: AcquireContext): Promise<Lease> => {
 		if (shared.settings.cancelOnTimeout) sessionId = await sessionIdOf(core, core.promise(), signal);
 		// The invocation ended while the session id was on its way: nobody else would close this connection. The same
 		// error as for an invocation that ends during the handshake (openConnection).
-		if (signal.aborted) throw destroyedError("the invocation ended while connecting");
+		if (signal.aborted) throw endedWhileConnectingError();
 	} catch (error) {
 		stats.connectMs = performance.now() - started;
 		if (core) destroyHard(core, destroyedError("connect failed"));
 		if (error instanceof MiddyConnError) throw error;
-		if (signal.aborted) throw destroyedError("the invocation ended while connecting");
+		if (signal.aborted) throw endedWhileConnectingError();
 		throw connectError(error, resolved.target, resolved.secrets, stats.connectRetries);
 	}
 	stats.connectMs = performance.now() - started;
@@ -82,34 +82,36 @@ const openConnection = async (context: AcquireContext, resolved: ResolvedConfig)
 	const core = mysql.createConnection(resolved.driver) as unknown as Core;
 	// Permanent: a core connection emits 'error' when the server closes it between statements.
 	core.on("error", context.onCoreError);
-	const onAbort = () => destroyHard(core, destroyedError("the invocation ended while connecting"));
-	context.signal.addEventListener("abort", onAbort, { once: true });
 	try {
-		await new Promise<void>((resolve, reject) => {
-			core.once("connect", () => resolve());
-			core.once("error", reject);
-		});
-		return core;
+		return await destroyedOnAbort(
+			core,
+			context.signal,
+			() =>
+				new Promise<Core>((resolve, reject) => {
+					core.once("connect", () => resolve(core));
+					core.once("error", reject);
+				}),
+		);
 	} catch (error) {
 		destroyHard(core, destroyedError("connect failed"));
 		throw error;
-	} finally {
-		context.signal.removeEventListener("abort", onAbort);
 	}
 };
 
-// The session id (cancel.ts), read under the invocation's signal: a teardown while the answer is on its way (a slow
-// or silent network path) destroys the connection, so that a read that never ends cannot hold it past the invocation.
-const sessionIdOf = async (
-	core: Core,
-	connection: Connection,
-	signal: AbortSignal,
-): Promise<number | undefined> => {
-	if (signal.aborted) return undefined;
-	const onAbort = () => destroyHard(core, destroyedError("the invocation ended while connecting"));
+// The session id (cancel.ts), read under the invocation's signal like the handshake before it.
+const sessionIdOf = (core: Core, connection: Connection, signal: AbortSignal): Promise<number | undefined> =>
+	signal.aborted
+		? Promise.resolve(undefined)
+		: destroyedOnAbort(core, signal, () => learnConnectionId(connection));
+
+// `step` of opening a connection, with the invocation's end destroying the connection: a teardown while an answer is
+// on its way (a slow or silent network path) fails the step at once, and nothing holds the connection past the
+// invocation.
+const destroyedOnAbort = async <T>(core: Core, signal: AbortSignal, step: () => Promise<T>): Promise<T> => {
+	const onAbort = () => destroyHard(core, endedWhileConnectingError());
 	signal.addEventListener("abort", onAbort, { once: true });
 	try {
-		return await learnConnectionId(connection);
+		return await step();
 	} finally {
 		signal.removeEventListener("abort", onAbort);
 	}
@@ -146,7 +148,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 		const core = coreOf(connection);
 		if (signal.aborted) {
 			// The invocation ended while this one was on its way: it is unused and clean, so it goes back.
-			(connection as unknown as { release(): void }).release();
+			releaseConnection(connection);
 			throw closedError(shared.settings.contextKey);
 		}
 		// The previous invocation's reset of this connection was sent when it gave the connection back, and answered
@@ -165,7 +167,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 			if (clean === "aborted") {
 				// The invocation ended while waiting: the connection goes back with its reset still on its way.
 				pool.resets.set(core, reset);
-				(connection as unknown as { release(): void }).release();
+				releaseConnection(connection);
 				throw closedError(shared.settings.contextKey);
 			}
 			if (!clean) {
@@ -207,7 +209,7 @@ export const acquire = async (context: AcquireContext): Promise<Lease> => {
 			// The invocation ended while this acquire awaited the session id: nobody will release the connection but
 			// us. It is new and clean, so it goes back.
 			core.removeListener("error", context.onCoreError);
-			(connection as unknown as { release(): void }).release();
+			releaseConnection(connection);
 			throw closedError(shared.settings.contextKey);
 		}
 		stats.connected = fresh;

@@ -15,7 +15,14 @@ import type { Request } from "@middy/core";
 import { type InvocationEnd, type Logger, remainingTimeInMillis, settleWithin } from "@middy-conn/lifecycle";
 import type { Lease } from "./acquire.ts";
 import { commitError, destroyedError, unfinishedError } from "./errors.ts";
-import { destroyHard, isDead, isFatal, sendReset, socketClosed } from "./mysql2-adapter.ts";
+import {
+	destroyHard,
+	isDead,
+	isFatal,
+	releaseConnection,
+	sendReset,
+	socketClosed,
+} from "./mysql2-adapter.ts";
 import type { Settings } from "./options.ts";
 import type { PendingReset, WarmPool } from "./pool-cache.ts";
 import { loadCheckDue, readLoad } from "./server-pressure.ts";
@@ -165,7 +172,7 @@ const release = (closing: Closing, pool: WarmPool): void => {
 	const { lease, stats } = closing;
 	closing.detach();
 	pool.releasedAt.set(lease.core, Date.now());
-	(lease.connection as unknown as { release(): void }).release();
+	releaseConnection(lease.connection);
 	stats.closed = "released";
 };
 

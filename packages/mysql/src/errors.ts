@@ -148,6 +148,10 @@ export const unfinishedError = (target: Target | undefined): MiddyConnError =>
 export const destroyedError = (why: string): MiddyConnError =>
 	new MiddyConnError(`MySQL connection destroyed: ${why}`, { package: pkg, code: errorCodes.destroyed });
 
+/** Scoped mode: the invocation ended while its connection was still being opened (the handshake, the session id). */
+export const endedWhileConnectingError = (): MiddyConnError =>
+	destroyedError("the invocation ended while connecting");
+
 /** Middy's early timeout (or the background tasks' deadline) stopped a statement that was still running. */
 export const interruptedError = (cause: unknown): MiddyConnError =>
 	new MiddyConnError(

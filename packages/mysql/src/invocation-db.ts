@@ -24,11 +24,19 @@ import {
 	closedError,
 	connectionLostError,
 	destroyedError,
+	endedWhileConnectingError,
 	interruptedError,
 	managedTransactionError,
 	unfinishedError,
 } from "./errors.ts";
-import { commandInFlight, destroyHard, failCommandInFlight, isDead, isFatal } from "./mysql2-adapter.ts";
+import {
+	commandInFlight,
+	destroyHard,
+	failCommandInFlight,
+	isDead,
+	isFatal,
+	releaseConnection,
+} from "./mysql2-adapter.ts";
 import { pkg } from "./options.ts";
 import { type MysqlConnectionStats, newStats, reportMysqlStats } from "./telemetry.ts";
 
@@ -183,11 +191,11 @@ export class InvocationConnection implements InvocationResource {
 				lease.core.removeListener("error", this.#onCoreError);
 				// The same error as a connect cut short earlier gives in its mode (acquire.ts).
 				if (!lease.pooled) {
-					const error = destroyedError("the invocation ended while connecting");
+					const error = endedWhileConnectingError();
 					destroyHard(lease.core, error);
 					throw error;
 				}
-				(lease.connection as unknown as { release(): void }).release();
+				releaseConnection(lease.connection);
 				throw closedError(this.#shared.settings.contextKey);
 			}
 			this.#current = lease;

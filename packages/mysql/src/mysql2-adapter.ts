@@ -55,6 +55,11 @@ export const destroyHard = (core: Core, reason: Error): void => {
 	core.stream?.destroy(reason);
 };
 
+/** Gives a pooled connection back to its pool (the promise wrapper's `release()`, which its type leaves out). */
+export const releaseConnection = (connection: Connection): void => {
+	(connection as unknown as { release(): void }).release();
+};
+
 /** Resolves when the connection's socket has closed (the server has ended the session). */
 export const socketClosed = (core: Core): Promise<void> => {
 	const socket = core.stream;
