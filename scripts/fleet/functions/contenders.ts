@@ -74,12 +74,11 @@ const viaMiddleware = () => {
 	// `connectRetry: false` and `serverPressure: false` are passed only when their contender runs, and typed
 	// loosely: the driver runs such a contender only when the middleware has the option (an unknown option is a
 	// TypeError at cold start), and this file must compile against a middleware without it too.
-	const extra: Partial<MysqlConnectionOptions> =
-		contender === "scoped-no-retry"
-			? ({ connectRetry: false } as Partial<MysqlConnectionOptions>)
-			: contender === "pool-no-pressure"
-				? ({ serverPressure: false } as Partial<MysqlConnectionOptions>)
-				: {};
+	const without: Partial<Record<ContenderKey, Record<string, unknown>>> = {
+		"scoped-no-retry": { connectRetry: false },
+		"pool-no-pressure": { serverPressure: false },
+	};
+	const extra = (without[contender] ?? {}) as Partial<MysqlConnectionOptions>;
 	const options: MysqlConnectionOptions =
 		contender === "pool" || contender === "pool-no-pressure"
 			? { mode: "pool", config: { ...config, connectionLimit: 1 }, ...extra }
